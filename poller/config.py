@@ -1,0 +1,557 @@
+"""Pydantic models of config.json: what every field means, its default and what is allowed.
+
+They only describe and validate; reading the file, `${NAME}` interpolation and error
+locations live in `poller.configfile`. Models are frozen: a loaded config never changes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+from typing_extensions import TypeAliasType
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+FUNCTION_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+def check_timezone(name: str | None) -> str | None:
+    """Validate an IANA zone name (None means the machine's zone)."""
+    if name is None:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            'expected an IANA time zone name such as "Europe/London" or "UTC"'
+        ) from None
+    return name
+
+
+class ApiSettings(Model):
+    enabled: bool = Field(False, description="Serve the status API and page.")
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    api_key: SecretStr | None = Field(
+        None, description='Key required in header X-API-Key; use "${POLLER_API_KEY}".'
+    )
+
+
+class Settings(Model):
+    timezone: str | None = Field(
+        None, description="IANA zone for job times (default: the machine's zone)."
+    )
+    max_workers: int = Field(8, ge=1, le=1024, description="Runs at once.")
+    log_file: str = Field("logs/logfile.log", description="Log file, relative to the config.")
+    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    log_keep_days: int = Field(14, ge=1, description="Rotated daily log files kept.")
+    state_db: str = Field("data/poller.db", description="SQLite run history, relative path ok.")
+    history_max_age_days: int = Field(30, ge=1, description="Runs older than this are pruned.")
+    history_max_runs_per_job: int = Field(1000, ge=1, description="Newest runs kept per job.")
+    shutdown_grace_seconds: float = Field(
+        25.0, ge=0, description="On SIGTERM, how long runs in progress may finish."
+    )
+    api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+
+    _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError("expected one of " + ", ".join(LOG_LEVELS))
+        return value.upper()
+
+
+# --- environments ---------------------------------------------------------------------
+
+
+class NoAuth(Model):
+    type: Literal["none"]
+
+
+class SessionAuth(Model):
+    type: Literal["session"]
+    login_path: str = Field(description="Path POSTed with username and password.")
+    username: str
+    password: SecretStr
+
+
+class BearerAuth(Model):
+    type: Literal["bearer"]
+    login_path: str = Field(description="Path POSTed with username and password.")
+    username: str
+    password: SecretStr
+    token_field: str = Field("token", description="Dotted path of the token in the reply.")
+    ttl_seconds: float = Field(7200, gt=0, description="Token lifetime; refreshed before.")
+
+
+class ApiKeyAuth(Model):
+    type: Literal["api_key"]
+    header: str = Field(description="Header that carries the key, e.g. X-API-Key.")
+    value: SecretStr
+
+
+class BasicAuth(Model):
+    type: Literal["basic"]
+    username: str
+    password: SecretStr
+
+
+Auth = Annotated[
+    NoAuth | SessionAuth | BearerAuth | ApiKeyAuth | BasicAuth, Field(discriminator="type")
+]
+
+
+class Execute(Model):
+    method: str = Field("POST", description="HTTP method of an integration call.")
+    path: str = Field(
+        "/integrations/{integration_id}/execute",
+        description="Path of an integration call; {integration_id} is filled in.",
+    )
+
+
+class Environment(Model):
+    base_url: str = Field(description="Root URL of the integration platform.")
+    auth: Auth = Field(default_factory=lambda: NoAuth(type="none"))
+    execute: Execute = Field(default_factory=Execute)  # type: ignore[arg-type]
+    timeout_seconds: float = Field(30, gt=0, description="Connect and read timeout per call.")
+    retries: int = Field(5, ge=0, le=100, description="Retries after the first attempt.")
+    backoff_seconds: float = Field(1.0, ge=0, description="First retry delay, doubled each.")
+    backoff_max_seconds: float = Field(60.0, ge=0, description="Cap of one retry delay.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Sent on every call.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError('expected an http:// or https:// URL, e.g. "https://api.example.com"')
+        return value.rstrip("/")
+
+
+# --- conditions -----------------------------------------------------------------------
+
+OPERATORS = (
+    "equals",
+    "not_equals",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "in",
+    "not_in",
+    "exists",
+    "contains",
+    "matches",
+)
+
+
+class Condition(Model):
+    token: str = Field(description='Dotted path into the previous output, e.g. "data.count".')
+    equals: Any = None
+    not_equals: Any = None
+    gt: Any = None
+    gte: Any = None
+    lt: Any = None
+    lte: Any = None
+    in_: list[Any] | None = Field(None, alias="in")
+    not_in: list[Any] | None = None
+    exists: bool | None = None
+    contains: Any = None
+    matches: str | None = None
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> Condition:
+        given = [op for op in OPERATORS if (op + "_" if op == "in" else op) in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError("expected exactly one operator of " + ", ".join(OPERATORS))
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as err:
+                raise ValueError(f"matches: not a regular expression ({err})") from None
+        return self
+
+    @property
+    def operator(self) -> str:
+        return next(
+            op for op in OPERATORS if (op + "_" if op == "in" else op) in self.model_fields_set
+        )
+
+    @property
+    def operand(self) -> Any:
+        return getattr(self, "in_" if self.operator == "in" else self.operator)
+
+
+def _cond_kind(value: Any) -> str | None:
+    if isinstance(value, list):
+        return "all"
+    if isinstance(value, dict):
+        return "any" if "any" in value else "one"
+    if isinstance(value, Condition):
+        return "one"
+    if isinstance(value, AnyOf):
+        return "any"
+    return None
+
+
+Cond = TypeAliasType(
+    "Cond",
+    Annotated[
+        Annotated[Condition, Tag("one")]
+        | Annotated["AnyOf", Tag("any")]
+        | Annotated[list["Cond"], Tag("all")],  # type: ignore[misc]
+        Discriminator(
+            _cond_kind,
+            custom_error_type="condition",
+            custom_error_message='expected a condition {"token": ..., "<operator>": ...}, '
+            'a list of them, or {"any": [...]}',
+        ),
+    ],
+)
+
+
+class AnyOf(Model):
+    any: list[Cond] = Field(min_length=1)  # type: ignore[valid-type]
+
+
+
+# --- the chain ------------------------------------------------------------------------
+
+
+class IntegrationEntry(Model):
+    id: str = Field(min_length=1, description="Integration ID on the platform.")
+    when: Cond | None = None
+    input: dict[str, Any] = Field(default_factory=dict, description="Merged over the input.")
+    continue_on_error: bool = False
+
+
+class HttpCall(Model):
+    method: str = "GET"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    json_: Any = Field(None, alias="json")
+    timeout_seconds: float = Field(30, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+
+class HttpEntry(Model):
+    http: HttpCall
+    when: Cond | None = None
+    continue_on_error: bool = False
+
+
+class FunctionEntry(Model):
+    function: str = Field(description='"module:callable", importable from the config folder.')
+    when: Cond | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    continue_on_error: bool = False
+
+    @field_validator("function")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        if not FUNCTION_RE.match(value):
+            raise ValueError('expected "module:callable", e.g. "tasks:summarise"')
+        return value
+
+
+def _entry_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "id"
+    if isinstance(value, dict):
+        for key in ("http", "function"):
+            if key in value:
+                return key
+        return "integration"
+    for kind, cls in (("integration", IntegrationEntry), ("http", HttpEntry)):
+        if isinstance(value, cls):
+            return kind
+    if isinstance(value, FunctionEntry):
+        return "function"
+    return None
+
+
+def _id_entry(value: str) -> IntegrationEntry:
+    return IntegrationEntry(id=value)
+
+
+Entry = Annotated[
+    Annotated[IntegrationEntry, Tag("integration")]
+    | Annotated[HttpEntry, Tag("http")]
+    | Annotated[FunctionEntry, Tag("function")]
+    | Annotated[Annotated[str, Field(min_length=1)], Tag("id")],
+    Discriminator(
+        _entry_kind,
+        custom_error_type="entry",
+        custom_error_message='expected an integration ID string or an object with "id", '
+        '"http" or "function"',
+    ),
+]
+
+
+def entry_id(entry: IntegrationEntry | HttpEntry | FunctionEntry | str) -> str:
+    """The id a step record shows for a chain entry."""
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, IntegrationEntry):
+        return entry.id
+    if isinstance(entry, HttpEntry):
+        return f"http:{entry.http.method.upper()} {entry.http.url.split('?')[0]}"
+    return f"function:{entry.function}"
+
+
+# --- jobs -----------------------------------------------------------------------------
+
+
+def parse_duration(value: str | dict[str, float] | float) -> float:
+    """Seconds in "30s" / "10m" / "2h" / "1d" / {"hours": 2, "minutes": 30}."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = DURATION_RE.match(value)
+        if not match:
+            raise ValueError('expected a duration like "30s", "10m", "2h" or "1d"')
+        seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)]
+    elif isinstance(value, dict):
+        units = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+        unknown = sorted(set(value) - set(units))
+        if unknown or not value:
+            raise ValueError(
+                'expected an object with "days", "hours", "minutes" and/or "seconds"'
+            )
+        seconds = 0.0
+        for key, amount in value.items():
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+                raise ValueError(f'"{key}" must be a non-negative number')
+            seconds += amount * units[key]
+    else:
+        raise ValueError('expected a duration like "30s", "10m", "2h" or "1d"')
+    if seconds <= 0:
+        raise ValueError("expected a duration greater than zero")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest `parse_duration` string for a whole number of seconds."""
+    for unit in ("d", "h", "m"):
+        size = DURATION_UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def parse_weekday(value: int | str) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a weekday")
+    if isinstance(value, int):
+        if 0 <= value <= 6:
+            return value
+    elif isinstance(value, str) and value.strip().lower()[:3] in WEEKDAY_NAMES:
+        return WEEKDAY_NAMES.index(value.strip().lower()[:3])
+    raise ValueError('expected a weekday: 0=Monday … 6=Sunday, or "mon" … "sun"')
+
+
+def parse_time(value: str) -> tuple[int, int, int]:
+    match = TIME_RE.match(value)
+    if not match:
+        raise ValueError('expected "HH:MM" or "HH:MM:SS" (24-hour clock)')
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def slugify(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug or "job"
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When a job fires, normalised: exactly one of times, every_seconds or cron is set."""
+
+    timezone: str | None
+    times: tuple[tuple[int, int, int], ...] = ()
+    days: frozenset[int] | None = None
+    every_seconds: float | None = None
+    cron: str | None = None
+
+
+class Job(Model):
+    id: str = Field("", description="Stable identity (default: slug of label); unique.")
+    label: str = Field("", description="Human name.")
+    description: str = Field("", description="Free text for people.")
+    enabled: bool = True
+    time: str | list[str] | None = Field(
+        None, description='Daily at "HH:MM" or "HH:MM:SS" (or a list of them).'
+    )
+    days: list[int | str] | None = Field(
+        None, description='Only on these weekdays: 0=Monday … 6=Sunday, or "mon"…"sun".'
+    )
+    every: str | dict[str, float] | None = Field(
+        None, description='Interval: "30s", "10m", "2h", "1d" or {"hours": 2}.'
+    )
+    cron: str | None = Field(None, description='5-field cron expression, e.g. "0 8-18 * * 1-5".')
+    timezone: str | None = Field(None, description="IANA zone; overrides settings.timezone.")
+    blackout_days: list[int | str] = Field(
+        default_factory=list, description="Weekdays on which the job is skipped."
+    )
+    blackout_dates: list[date] = Field(
+        default_factory=list, description='"YYYY-MM-DD" dates on which the job is skipped.'
+    )
+    environment: str | None = Field(
+        None, description="Environment of its integration steps (default: the only one, or live)."
+    )
+    integrationIDs: list[Annotated[list[Entry], Field(min_length=1)]] = Field(  # noqa: N815
+        min_length=1, description="The chain: a list of steps, each a list of entries."
+    )
+    input: dict[str, Any] = Field(default_factory=dict, description="Input of the first step.")
+    max_instances: int = Field(1, ge=1, description="Concurrent runs allowed.")
+    misfire_grace_seconds: float = Field(300, ge=0, description="How late a fire may start.")
+    coalesce: bool = Field(True, description="After downtime run missed fires once, not each.")
+    run_on_start: bool = Field(False, description="Also run once when the daemon starts.")
+    timeout_seconds: float | None = Field(None, gt=0, description="Whole-run limit.")
+    dry_run: bool = Field(False, description="Send nothing; log the calls instead.")
+
+    _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
+
+    @field_validator("time")
+    @classmethod
+    def _times(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for item in [value] if isinstance(value, str) else value or []:
+            parse_time(item)
+        if isinstance(value, list) and not value:
+            raise ValueError('expected at least one "HH:MM"')
+        return value
+
+    @field_validator("days", "blackout_days")
+    @classmethod
+    def _weekdays(cls, value: list[int | str] | None) -> list[int | str] | None:
+        for item in value or []:
+            parse_weekday(item)
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str | dict[str, float] | None) -> str | dict[str, float] | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if len(value.split()) != 5:
+            raise ValueError('expected 5 fields "minute hour day month weekday"')
+        try:
+            CronSim(value, datetime(2000, 1, 1))
+        except CronSimError as err:
+            raise ValueError(f"not a cron expression that can fire ({err})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _kind_and_identity(self) -> Job:
+        kinds = [k for k in ("time", "every", "cron") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            found = " and ".join(kinds) if kinds else "none"
+            raise ValueError(f'expected exactly one of "time", "every", "cron" (found {found})')
+        if self.days is not None and self.cron is not None:
+            raise ValueError('"days" does not combine with "cron"; use its weekday field')
+        if not self.id and not self.label:
+            raise ValueError('expected an "id" or a "label"')
+        if not self.id:
+            object.__setattr__(self, "id", slugify(self.label))
+        if not self.label:
+            object.__setattr__(self, "label", self.id)
+        if not JOB_ID_RE.match(self.id):
+            raise ValueError(
+                f"id {self.id!r}: expected letters, digits, '_', '-' and '.' only"
+            )
+        return self
+
+    def schedule(self, default_timezone: str | None = None) -> Schedule:
+        """This job's schedule; `default_timezone` is settings.timezone (None: the machine's)."""
+        times: tuple[tuple[int, int, int], ...] = ()
+        if self.time is not None:
+            raw = [self.time] if isinstance(self.time, str) else self.time
+            times = tuple(sorted({parse_time(t) for t in raw}))
+        return Schedule(
+            timezone=self.timezone or default_timezone,
+            times=times,
+            days=frozenset(parse_weekday(d) for d in self.days) if self.days else None,
+            every_seconds=parse_duration(self.every) if self.every is not None else None,
+            cron=self.cron,
+        )
+
+    @property
+    def blackout_weekdays(self) -> frozenset[int]:
+        return frozenset(parse_weekday(d) for d in self.blackout_days)
+
+
+# --- the whole file -------------------------------------------------------------------
+
+
+class Config(Model):
+    settings: Settings = Field(default_factory=Settings)  # type: ignore[arg-type]
+    environments: dict[str, Environment] = Field(default_factory=dict)
+    jobs: list[Job] = Field(default_factory=list)
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def base_dir(self) -> Path:
+        """The config file's folder: relative paths and `function` modules resolve here."""
+        return self._base_dir
+
+    def set_base_dir(self, base_dir: Path) -> None:
+        self._base_dir = base_dir
+
+    @property
+    def job_map(self) -> dict[str, Job]:
+        return {job.id: job for job in self.jobs}
+
+    def schedule(self, job: Job) -> Schedule:
+        return job.schedule(self.settings.timezone)
+
+    def environment_name(self, job: Job) -> str:
+        """The environment a job's integration steps use (SPEC §3 default rule)."""
+        if job.environment:
+            return job.environment
+        if len(self.environments) == 1:
+            return next(iter(self.environments))
+        return "live"
+

@@ -1,0 +1,302 @@
+"""Reading config.json: parse, `${NAME}` interpolation, validation, and errors a person can act on.
+
+`load_config` is all-or-nothing: it returns a whole valid Config or raises ConfigError
+listing every problem, each with file, line, column and JSON path. It never half-applies.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from poller import config as models
+from poller.config import Config
+from poller.errors import ConfigError, Problem
+from poller.jsonpos import PathKey, line_col, locate
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_ALL_MODELS: tuple[type[BaseModel], ...] = (
+    models.Config,
+    models.Settings,
+    models.ApiSettings,
+    models.Environment,
+    models.Execute,
+    models.NoAuth,
+    models.SessionAuth,
+    models.BearerAuth,
+    models.ApiKeyAuth,
+    models.BasicAuth,
+    models.Job,
+    models.Condition,
+    models.AnyOf,
+    models.IntegrationEntry,
+    models.HttpEntry,
+    models.HttpCall,
+    models.FunctionEntry,
+)
+_JSON_HINTS = {
+    "Expecting ',' delimiter": "expected ',' between values (is a comma missing here?)",
+    "Expecting property name enclosed in double quotes": (
+        'expected a "quoted" key (a trailing comma before } is not allowed in JSON)'
+    ),
+    "Expecting value": "expected a JSON value (a trailing comma before ] is not allowed)",
+    "Expecting ':' delimiter": "expected ':' after the key",
+    "Extra data": "expected the end of the file after the top-level value",
+    "Unterminated string starting at": "a string is not closed with a double quote",
+    "Invalid control character at": "a string contains a raw line break or tab; use \\n or \\t",
+}
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a config file.
+
+    Raises:
+        ConfigError: with every problem found, when the file cannot be used as it is.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([Problem(str(path), "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError([Problem(str(path), "", f"cannot be read ({err})")]) from None
+    return parse_config(text, path, environ)
+
+
+def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Validate config text as if it were the file at `path` (relative paths resolve there)."""
+    name = path.name
+    raw = _parse_json(text, name)
+    positions = locate(text)
+    problems: list[Problem] = []
+    raw = _interpolate(raw, (), os.environ if environ is None else environ, name, positions,
+                       problems)
+    if isinstance(raw, list):
+        raw = {"jobs": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            [Problem(name, "", 'expected an object {"settings", "environments", "jobs"} '
+                     "or a list of jobs", 1, 1)]
+        )
+    raw.pop("$schema", None)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as err:
+        problems.extend(_problems_from(err, raw, name, positions))
+        raise ConfigError(sorted(problems, key=_by_place)) from None
+    problems.extend(_cross_checks(config, name, positions))
+    if problems:
+        raise ConfigError(sorted(problems, key=_by_place))
+    return _resolve_paths(config, path.resolve().parent)
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Things that are valid but will fail at run time (e.g. an undefined environment)."""
+    warnings = []
+    for job in config.jobs:
+        uses_platform = any(
+            isinstance(entry, (str, models.IntegrationEntry))
+            for step in job.integrationIDs
+            for entry in step
+        )
+        env = config.environment_name(job)
+        if uses_platform and env not in config.environments and not job.dry_run:
+            warnings.append(
+                f"job {job.id}: environment {env!r} is not defined in \"environments\"; "
+                "its integration calls will fail"
+            )
+    return warnings
+
+
+def _parse_json(text: str, name: str) -> Any:
+    if not text.strip():
+        raise ConfigError(
+            [Problem(name, "", 'the file is empty; expected a JSON object {"jobs": [...]}')]
+        )
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        expected = next(
+            (hint for key, hint in _JSON_HINTS.items() if err.msg.startswith(key)), err.msg
+        )
+        line, column = err.lineno, err.colno
+        if err.msg.startswith("Expecting ',' delimiter"):
+            # The decoder stops at the next value; the comma belongs after the previous one.
+            before = text[: err.pos].rstrip()
+            starts = [0] + [m.end() for m in re.finditer("\n", before)]
+            line, column = line_col(starts, max(len(before) - 1, 0))
+            column += 1
+            expected = f"expected ',' after this value (a comma is missing before line {err.lineno})"
+        raise ConfigError([Problem(name, "", f"invalid JSON: {expected}", line, column)]) from None
+
+
+def _interpolate(
+    value: Any,
+    path: PathKey,
+    environ: Mapping[str, str],
+    name: str,
+    positions: dict[PathKey, tuple[int, int]],
+    problems: list[Problem],
+) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: _interpolate(item, (*path, key), environ, name, positions, problems)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _interpolate(item, (*path, i), environ, name, positions, problems)
+            for i, item in enumerate(value)
+        ]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        var, default = match.group(1), match.group(2)
+        if var in environ:
+            return environ[var]
+        if default is not None:
+            return default
+        line, column = positions.get(path, (None, None))
+        problems.append(
+            Problem(name, render_path(path),
+                    f"environment variable {var} is not set; set it, or write "
+                    f"${{{var}:-default}} to give a default", line, column)
+        )
+        return match.group(0)
+
+    return _VAR.sub(replace, value)
+
+
+def _by_place(problem: Problem) -> tuple[int, int]:
+    return problem.line or 0, problem.column or 0
+
+
+def render_path(path: PathKey) -> str:
+    """("jobs", 2, "time") -> "jobs[2].time"."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _problems_from(
+    err: ValidationError, raw: Any, name: str, positions: dict[PathKey, tuple[int, int]]
+) -> list[Problem]:
+    merged: dict[PathKey, Problem] = {}
+    for error in err.errors():
+        kind = error["type"]
+        path, node = _data_path(error["loc"], raw, keep_last=kind in ("missing", "extra_forbidden"))
+        if kind == "extra_forbidden":
+            expected = "unknown field" + _suggest(str(path[-1]), node)
+            problem = Problem(name, render_path(path), expected, *_pos(positions, path))
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if kind == "missing":
+                message = "required field is missing"
+            elif kind.endswith("_type") or kind in ("literal_error", "union_tag_invalid"):
+                message = "expected " + message.lower().removeprefix("input should be ")
+            has_value = kind != "missing"
+            problem = Problem(name, render_path(path), message, *_pos(positions, path),
+                              value=error.get("input"), has_value=has_value)
+        if path in merged and kind != "extra_forbidden":
+            old = merged[path]
+            if problem.expected not in old.expected:
+                merged[path] = Problem(old.file, old.path, f"{old.expected}, or {problem.expected}",
+                                       old.line, old.column, old.value, old.has_value)
+        else:
+            merged[path] = problem
+    return list(merged.values())
+
+
+def _pos(
+    positions: dict[PathKey, tuple[int, int]], path: PathKey
+) -> tuple[int | None, int | None]:
+    while path:
+        if path in positions:
+            return positions[path]
+        path = path[:-1]
+    return 1, 1
+
+
+def _data_path(
+    loc: tuple[int | str, ...], raw: Any, keep_last: bool
+) -> tuple[PathKey, Any]:
+    """Drop union tags from a pydantic loc, keeping only keys that exist in the data
+    (and, with `keep_last`, the final key: the missing or unknown field).
+
+    Returns the path and the parent object of its last element.
+    """
+    path: list[str | int] = []
+    node, parent = raw, raw
+    for i, part in enumerate(loc):
+        is_last = i == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            parent, node = node, node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            parent, node = node, node[part]
+            path.append(part)
+        elif is_last and keep_last:
+            parent = node
+            path.append(part)
+    return tuple(path), parent
+
+
+def _suggest(key: str, siblings: Any) -> str:
+    known = [str(k) for k in siblings] if isinstance(siblings, dict) else []
+    candidates: set[str] = set()
+    for model in _ALL_MODELS:
+        names = {info.alias or field for field, info in model.model_fields.items()}
+        if all(k in names or k == key for k in known if k in _all_names()):
+            candidates |= names
+    matches = difflib.get_close_matches(key, sorted(candidates or _all_names()), n=1, cutoff=0.7)
+    return f'; did you mean "{matches[0]}"?' if matches else ""
+
+
+def _all_names() -> set[str]:
+    return {
+        info.alias or field for model in _ALL_MODELS for field, info in model.model_fields.items()
+    }
+
+
+def _cross_checks(
+    config: Config, name: str, positions: dict[PathKey, tuple[int, int]]
+) -> list[Problem]:
+    problems = []
+    seen: dict[str, int] = {}
+    for index, job in enumerate(config.jobs):
+        if job.id in seen:
+            path: PathKey = ("jobs", index)
+            problems.append(
+                Problem(name, render_path(path),
+                        f"job id {job.id!r} is used twice (also jobs[{seen[job.id]}]); "
+                        'expected unique ids: set "id" or a different "label"',
+                        *_pos(positions, path))
+            )
+        seen.setdefault(job.id, index)
+    return problems
+
+
+def _resolve_paths(config: Config, base_dir: Path) -> Config:
+    settings = config.settings.model_copy(
+        update={
+            "log_file": str(base_dir / config.settings.log_file),
+            "state_db": str(base_dir / config.settings.state_db),
+        }
+    )
+    resolved = config.model_copy(update={"settings": settings})
+    resolved.set_base_dir(base_dir)
+    return resolved

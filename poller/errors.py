@@ -1,0 +1,103 @@
+"""The one exception hierarchy of Poller and the Problem record of a config error.
+
+Each exception builds its message from its fields, so callers never format error text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a config file, located as precisely as we can."""
+
+    file: str
+    path: str
+    expected: str
+    line: int | None = None
+    column: int | None = None
+    value: object = None
+    has_value: bool = False
+
+    def render(self) -> str:
+        """`config.json:14:9: jobs[2].time: "25:00" is not valid; expected "HH:MM"`."""
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        subject = f"{self.path}: " if self.path else ""
+        if self.has_value:
+            subject += f"{_short(self.value)} is not valid; "
+        return f"{where}: {subject}{self.expected}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "path": self.path,
+            "line": self.line,
+            "column": self.column,
+            "expected": self.expected,
+            "message": self.render(),
+        }
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class PollerError(Exception):
+    """Base of every error Poller raises on purpose."""
+
+
+class ConfigError(PollerError):
+    """A config file that cannot be used; lists every problem found at once."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        head = "1 problem" if count == 1 else f"{count} problems"
+        lines = [f"invalid config ({head}):"] + [f"  {p.render()}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class CallError(PollerError):
+    """A call to the integration platform (or a plain HTTP call) that failed for good."""
+
+    def __init__(
+        self,
+        environment: str,
+        integration_id: str,
+        status: int | None,
+        attempts: int,
+        body_excerpt: str = "",
+        reason: str = "",
+    ) -> None:
+        self.environment = environment
+        self.integration_id = integration_id
+        self.status = status
+        self.attempts = attempts
+        self.body_excerpt = body_excerpt
+        self.reason = reason
+        what = f"HTTP {status}" if status is not None else (reason or "no response")
+        message = (
+            f"{environment}: {integration_id} failed after {attempts} "
+            f"attempt{'s' if attempts != 1 else ''}: {what}"
+        )
+        if status is not None and reason:
+            message += f" ({reason})"
+        if body_excerpt:
+            message += f": {body_excerpt}"
+        super().__init__(message)
+
+
+class ChainError(PollerError):
+    """A chain that cannot run at all (an unknown environment, an unimportable function)."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        self.job_id = job_id
+        self.reason = reason
+        super().__init__(f"job {job_id}: {reason}")
