@@ -373,7 +373,7 @@ def format_duration(seconds: float) -> str:
         size = DURATION_UNITS[unit]
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds}s"
 
 
 def parse_weekday(value: int | str) -> int:

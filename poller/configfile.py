@@ -89,7 +89,12 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     try:
         config = Config.model_validate(raw)
     except ValidationError as err:
-        problems.extend(_problems_from(err, raw, name, positions))
+        # A value whose ${NAME} could not be filled in is already reported; its
+        # follow-on validation error would only repeat it.
+        unfilled = {p.path for p in problems}
+        problems.extend(
+            p for p in _problems_from(err, raw, name, positions) if p.path not in unfilled
+        )
         raise ConfigError(sorted(problems, key=_by_place)) from None
     problems.extend(_cross_checks(config, name, positions))
     if problems:
@@ -206,6 +211,11 @@ def _problems_from(
             message = str(error["msg"]).removeprefix("Value error, ")
             if kind == "missing":
                 message = "required field is missing"
+            elif kind == "union_tag_invalid":
+                path = (*path, str(error.get("ctx", {}).get("discriminator", "")).strip("'"))
+                tags = error.get("ctx", {}).get("expected_tags", "")
+                message = f"expected one of {tags}"
+                error = {**error, "input": error.get("ctx", {}).get("tag")}
             elif kind.endswith("_type") or kind in ("literal_error", "union_tag_invalid"):
                 message = "expected " + message.lower().removeprefix("input should be ")
             has_value = kind != "missing"

@@ -1,0 +1,1 @@
+"""Python functions used by the shipped config.json (`"function": "examples.tasks:…"`)."""

@@ -1,0 +1,60 @@
+"""What `app.py check` reports: each job's schedule in words and its next fire times.
+
+Pure over a Config and an instant; the API and the page will reuse it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from poller.config import Config, Job
+from poller.timing import blackout_reason, describe, next_fire, zone_of
+
+
+@dataclass(frozen=True, slots=True)
+class JobForecast:
+    job: Job
+    timezone: str
+    schedule: str
+    next_fires: tuple[datetime, ...]
+    blackouts: tuple[str | None, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.job.id,
+            "label": self.job.label,
+            "enabled": self.job.enabled,
+            "timezone": self.timezone,
+            "schedule": self.schedule,
+            "next_fires": [fire.isoformat() for fire in self.next_fires],
+            "blackouts": [
+                {"at": fire.isoformat(), "reason": reason}
+                for fire, reason in zip(self.next_fires, self.blackouts, strict=True)
+                if reason
+            ],
+        }
+
+
+def forecast(config: Config, after: datetime, count: int = 3) -> list[JobForecast]:
+    """Every job's next `count` fires after `after`, in the job's own zone."""
+    result = []
+    for job in config.jobs:
+        schedule = config.schedule(job)
+        zone = zone_of(schedule)
+        fires: list[datetime] = []
+        instant = after
+        for _ in range(count):
+            instant = next_fire(schedule, instant, anchor=after)
+            fires.append(instant.astimezone(zone))
+        result.append(
+            JobForecast(
+                job=job,
+                timezone=zone.key,
+                schedule=describe(schedule),
+                next_fires=tuple(fires),
+                blackouts=tuple(blackout_reason(job, fire, zone) for fire in fires),
+            )
+        )
+    return result
