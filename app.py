@@ -1,24 +1,45 @@
-"""Poller's entry point: the command line (check | run | history) and the daemon.
+"""Poller's entry point: the command line (check | run | history) and the daemon's loop.
 
 `python app.py` runs the daemon on ./config.json (or --config PATH, or $POLLER_CONFIG).
+The loop below is the whole daemon read top to bottom: everything it calls only decides
+or hands off, so it never blocks on a run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import signal
 import sys
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from zoneinfo import ZoneInfo
 
-from poller.configfile import config_warnings, load_config
-from poller.errors import ConfigError
+from lookup import ClientPool
+from poller import chain
+from poller.clock import SystemClock
+from poller.config import Config
+from poller.configfile import config_warnings, load_config, parse_config
+from poller.daemon import Daemon
+from poller.errors import ConfigError, PollerError
 from poller.forecast import forecast
+from poller.history import HistoryStore
+from poller.logs import RedactFilter, setup_logging
+from poller.reload import ConfigReloader, ConfigWatcher
 from poller.timing import local_zone
 
+log = logging.getLogger("poller")
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MAX_WAIT_SECONDS = 30.0
+"""No single wait is longer, so a wall-clock jump or a suspend is noticed soon."""
+LATE_WAKE_SECONDS = 5.0
+"""Waking later than planned by more than this is logged (suspend, stall, clock jump)."""
+PRUNE_EVERY = timedelta(hours=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +48,129 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "daemon"
     if command == "check":
         return cmd_check(config_path, args)
-    print(f"app.py: {command} is not available yet", file=sys.stderr)
-    return EXIT_USAGE
+    if command == "run":
+        return cmd_run(config_path, args)
+    if command == "history":
+        return cmd_history(config_path, args)
+    return run_daemon(config_path)
+
+
+def run_daemon(config_path: Path) -> int:
+    """The daemon: load, schedule, then loop until SIGTERM/SIGINT."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    settings = config.settings
+    redact = setup_logging(
+        settings.log_file,
+        settings.log_format,
+        settings.log_level,
+        settings.log_keep_days,
+        stderr=sys.stderr.isatty(),
+        secrets=config.secret_values(),
+    )
+    store = HistoryStore(settings.state_db)
+    try:
+        store.acquire_daemon_lock()
+    except PollerError as err:
+        log.error("%s", err)
+        print(f"app.py: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    clock = SystemClock()
+    daemon = Daemon(config, store, clock)
+    watcher = ConfigWatcher(config_path, clock)
+    reloader = ConfigReloader(watcher, clock, config_path.read_bytes())
+    stopping, hangup = threading.Event(), threading.Event()
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        if stopping.is_set() and signum == signal.SIGINT:
+            os._exit(130)  # a second Ctrl-C: out at once; the next start marks runs interrupted
+        stopping.set()
+        clock.wake()
+
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        hangup.set()
+        watcher.signal()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hangup)
+    watcher.start()
+    daemon.start()
+    log.info(
+        "Poller started: pid %d, %d job(s), config %s, history %s",
+        os.getpid(),
+        len(config.jobs),
+        config_path,
+        settings.state_db,
+    )
+    pruned_at = clock.now() - PRUNE_EVERY
+    planned_wake: datetime | None = None
+    while not stopping.is_set():
+        now = clock.now()
+        if planned_wake is not None and (now - planned_wake).total_seconds() > LATE_WAKE_SECONDS:
+            log.warning(
+                "the loop woke %.1fs late (suspend, stall or clock jump); "
+                "missed fires follow the misfire rules",
+                (now - planned_wake).total_seconds(),
+            )
+        if watcher.pending.is_set() or hangup.is_set():
+            forced = hangup.is_set()
+            hangup.clear()
+            reload_config(daemon, reloader, config_path, redact, forced)
+        daemon.scheduler.run_pending()
+        if now - pruned_at >= PRUNE_EVERY:
+            pruned_at = now
+            prune_history(daemon)
+        idle = daemon.scheduler.idle_seconds
+        wait = MAX_WAIT_SECONDS if idle is None else min(max(idle, 0.0), MAX_WAIT_SECONDS)
+        planned_wake = clock.now() + timedelta(seconds=wait)
+        if clock.wait(wait):
+            planned_wake = None
+    watcher.stop()
+    grace = daemon.config.settings.shutdown_grace_seconds
+    log.info("stopping: no new fires; waiting up to %gs for %d run(s)", grace, daemon.inflight())
+    left = daemon.stop(grace)
+    if left:
+        log.warning("stopped with %d run(s) unfinished; they are marked interrupted", left)
+    log.info("Poller stopped")
+    store.close()
+    logging.shutdown()
+    if left:
+        os._exit(EXIT_OK)  # worker threads still in a call would otherwise hold the exit
+    return EXIT_OK
+
+
+def reload_config(
+    daemon: Daemon,
+    reloader: ConfigReloader,
+    config_path: Path,
+    redact: RedactFilter,
+    forced: bool,
+) -> None:
+    """Read a settled save; apply it if valid, else keep the last good config."""
+    text = reloader.settle_and_read(force=forced)
+    if text is None:
+        return
+    try:
+        config = parse_config(text, config_path)
+    except ConfigError as err:
+        log.error("reload of %s failed; keeping the last good config. %s", config_path, err)
+        return
+    redact.update(config.secret_values())
+    summary = daemon.apply(config)
+    log.info("reloaded %s: %s", config_path, summary)
+
+
+def prune_history(daemon: Daemon) -> None:
+    settings = daemon.config.settings
+    deleted = daemon.store.prune(
+        settings.history_max_age_days, settings.history_max_runs_per_job, daemon.clock.now()
+    )
+    if deleted:
+        log.info("history: pruned %d old run(s)", deleted)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute fire times after this instant (default: now); "
         "without an offset it is read in settings.timezone",
     )
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="run one job's chain now and print its result as JSON",
+        description="Run one job's chain now in the foreground; print the run result as "
+        "JSON on stdout (logs go to the log file and stderr). Exit 0 on success or skip, "
+        "1 on failure, 2 on a usage or config error.",
+    )
+    run.add_argument("job_id", metavar="JOB_ID", help="the job's id (see: app.py check)")
+    run.add_argument("--force", action="store_true", help="run even on a blackout day/date")
+    history = commands.add_parser(
+        "history",
+        parents=[common],
+        help="show recent runs, newest first",
+        description="Show recent runs from the state database, newest first.",
+    )
+    history.add_argument("job_id", nargs="?", metavar="JOB_ID", help="only this job's runs")
+    history.add_argument(
+        "--limit", type=positive_int, default=20, metavar="N", help="how many runs (20)"
+    )
+    history.add_argument("--json", action="store_true", help="print SPEC §4 run records")
     return parser
 
 
@@ -123,6 +286,94 @@ def cmd_check(config_path: Path, args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"\nwarning: {warning}")
     return EXIT_OK
+
+
+def cmd_run(config_path: Path, args: argparse.Namespace) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    job = config.job_map.get(args.job_id)
+    if job is None:
+        known = ", ".join(sorted(config.job_map)) or "none"
+        print(
+            f"app.py run: no job {args.job_id!r} in {config_path}; jobs: {known}", file=sys.stderr
+        )
+        return EXIT_USAGE
+    settings = config.settings
+    setup_logging(
+        settings.log_file,
+        settings.log_format,
+        settings.log_level,
+        settings.log_keep_days,
+        stderr=True,
+        secrets=config.secret_values(),
+    )
+    clients = ClientPool(config.environments)
+    try:
+        result = chain.run_job(job, config, clients, trigger="manual", force=args.force)
+    finally:
+        clients.close()
+    record = result.to_dict()
+    save_manual_run(config, record)
+    print(json.dumps(record, indent=2))
+    return EXIT_FAILED if result.status == "failed" else EXIT_OK
+
+
+def save_manual_run(config: Config, record: dict[str, object]) -> None:
+    """Keep a manual run in the history too, so `history` and the API show it."""
+    try:
+        store = HistoryStore(config.settings.state_db)
+    except Exception as err:  # the run happened; a history problem must not hide its result
+        log.warning("the run could not be saved in %s: %s", config.settings.state_db, err)
+        return
+    try:
+        store.save(record)
+    finally:
+        store.close()
+
+
+def cmd_history(config_path: Path, args: argparse.Namespace) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    db_path = Path(config.settings.state_db)
+    runs: list[dict[str, object]] = []
+    if db_path.exists():
+        store = HistoryStore(db_path)
+        try:
+            runs = store.recent(args.job_id, args.limit)
+        finally:
+            store.close()
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return EXIT_OK
+    if not runs:
+        print(f"no runs yet in {db_path}")
+        return EXIT_OK
+    print(f"{'started':<25} {'job':<20} {'trigger':<9} {'status':<11} {'duration':>9}  reason")
+    for run in runs:
+        print(_history_line(run))
+    return EXIT_OK
+
+
+def _history_line(run: dict[str, object]) -> str:
+    started = str(run.get("started_at") or "")
+    if started:
+        started = datetime.fromisoformat(started).astimezone().isoformat(timespec="seconds")
+    duration = ""
+    if run.get("started_at") and run.get("finished_at"):
+        seconds = (
+            datetime.fromisoformat(str(run["finished_at"]))
+            - datetime.fromisoformat(str(run["started_at"]))
+        ).total_seconds()
+        duration = f"{seconds:.2f}s"
+    reason = str(run.get("reason") or "")
+    job_id, trigger, status = (str(run.get(k) or "") for k in ("job_id", "trigger", "status"))
+    return f"{started:<25} {job_id:<20} {trigger:<9} {status:<11} {duration:>9}  {reason[:80]}"
 
 
 if __name__ == "__main__":

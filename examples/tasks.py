@@ -5,14 +5,14 @@ They need no outside service, so `python app.py` works on a fresh machine.
 
 from __future__ import annotations
 
-import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 
 def disk_usage(data: dict[str, Any], context: Any) -> dict[str, Any]:
     """Measure the free space of a folder (input "path", default: the config folder)."""
-    path = data.get("path") or os.getcwd()
+    path = data.get("path") or str(Path.cwd())
     usage = shutil.disk_usage(path)
     return {
         "path": path,
@@ -22,7 +22,5 @@ def disk_usage(data: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def report_low_disk(data: dict[str, Any], context: Any) -> dict[str, Any]:
     """Log a warning for a folder short of space (run only when the condition holds)."""
-    context.logger.warning(
-        "low disk space on %s: %s%% free", data["path"], data["free_percent"]
-    )
+    context.logger.warning("low disk space on %s: %s%% free", data["path"], data["free_percent"])
     return {"alerted": True}

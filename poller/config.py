@@ -7,37 +7,30 @@ locations live in `poller.configfile`. Models are frozen: a loaded config never 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
-from typing_extensions import TypeAliasType
 from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
     Field,
     PrivateAttr,
     SecretStr,
-    Tag,
     field_validator,
     model_validator,
 )
+
+from poller.basemodel import Model
+from poller.chainmodels import Entry
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-FUNCTION_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 # --- settings -------------------------------------------------------------------------
@@ -80,7 +73,7 @@ class Settings(Model):
     shutdown_grace_seconds: float = Field(
         25.0, ge=0, description="On SIGTERM, how long runs in progress may finish."
     )
-    api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
 
@@ -143,7 +136,7 @@ class Execute(Model):
 class Environment(Model):
     base_url: str = Field(description="Root URL of the integration platform.")
     auth: Auth = Field(default_factory=lambda: NoAuth(type="none"))
-    execute: Execute = Field(default_factory=Execute)  # type: ignore[arg-type]
+    execute: Execute = Field(default_factory=Execute)
     timeout_seconds: float = Field(30, gt=0, description="Connect and read timeout per call.")
     retries: int = Field(5, ge=0, le=100, description="Retries after the first attempt.")
     backoff_seconds: float = Field(1.0, ge=0, description="First retry delay, doubled each.")
@@ -156,184 +149,6 @@ class Environment(Model):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError('expected an http:// or https:// URL, e.g. "https://api.example.com"')
         return value.rstrip("/")
-
-
-# --- conditions -----------------------------------------------------------------------
-
-OPERATORS = (
-    "equals",
-    "not_equals",
-    "gt",
-    "gte",
-    "lt",
-    "lte",
-    "in",
-    "not_in",
-    "exists",
-    "contains",
-    "matches",
-)
-
-
-class Condition(Model):
-    token: str = Field(description='Dotted path into the previous output, e.g. "data.count".')
-    equals: Any = None
-    not_equals: Any = None
-    gt: Any = None
-    gte: Any = None
-    lt: Any = None
-    lte: Any = None
-    in_: list[Any] | None = Field(None, alias="in")
-    not_in: list[Any] | None = None
-    exists: bool | None = None
-    contains: Any = None
-    matches: str | None = None
-
-    @model_validator(mode="after")
-    def _one_operator(self) -> Condition:
-        given = [op for op in OPERATORS if (op + "_" if op == "in" else op) in self.model_fields_set]
-        if len(given) != 1:
-            raise ValueError("expected exactly one operator of " + ", ".join(OPERATORS))
-        if self.matches is not None:
-            try:
-                re.compile(self.matches)
-            except re.error as err:
-                raise ValueError(f"matches: not a regular expression ({err})") from None
-        return self
-
-    @property
-    def operator(self) -> str:
-        return next(
-            op for op in OPERATORS if (op + "_" if op == "in" else op) in self.model_fields_set
-        )
-
-    @property
-    def operand(self) -> Any:
-        return getattr(self, "in_" if self.operator == "in" else self.operator)
-
-
-def _cond_kind(value: Any) -> str | None:
-    if isinstance(value, list):
-        return "all"
-    if isinstance(value, dict):
-        return "any" if "any" in value else "one"
-    if isinstance(value, Condition):
-        return "one"
-    if isinstance(value, AnyOf):
-        return "any"
-    return None
-
-
-Cond = TypeAliasType(
-    "Cond",
-    Annotated[
-        Annotated[Condition, Tag("one")]
-        | Annotated["AnyOf", Tag("any")]
-        | Annotated[list["Cond"], Tag("all")],  # type: ignore[misc]
-        Discriminator(
-            _cond_kind,
-            custom_error_type="condition",
-            custom_error_message='expected a condition {"token": ..., "<operator>": ...}, '
-            'a list of them, or {"any": [...]}',
-        ),
-    ],
-)
-
-
-class AnyOf(Model):
-    any: list[Cond] = Field(min_length=1)  # type: ignore[valid-type]
-
-
-
-# --- the chain ------------------------------------------------------------------------
-
-
-class IntegrationEntry(Model):
-    id: str = Field(min_length=1, description="Integration ID on the platform.")
-    when: Cond | None = None
-    input: dict[str, Any] = Field(default_factory=dict, description="Merged over the input.")
-    continue_on_error: bool = False
-
-
-class HttpCall(Model):
-    method: str = "GET"
-    url: str
-    headers: dict[str, str] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(default_factory=dict)
-    json_: Any = Field(None, alias="json")
-    timeout_seconds: float = Field(30, gt=0)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://", value):
-            raise ValueError("expected an http:// or https:// URL")
-        return value
-
-
-class HttpEntry(Model):
-    http: HttpCall
-    when: Cond | None = None
-    continue_on_error: bool = False
-
-
-class FunctionEntry(Model):
-    function: str = Field(description='"module:callable", importable from the config folder.')
-    when: Cond | None = None
-    input: dict[str, Any] = Field(default_factory=dict)
-    continue_on_error: bool = False
-
-    @field_validator("function")
-    @classmethod
-    def _ref(cls, value: str) -> str:
-        if not FUNCTION_RE.match(value):
-            raise ValueError('expected "module:callable", e.g. "tasks:summarise"')
-        return value
-
-
-def _entry_kind(value: Any) -> str | None:
-    if isinstance(value, str):
-        return "id"
-    if isinstance(value, dict):
-        for key in ("http", "function"):
-            if key in value:
-                return key
-        return "integration"
-    for kind, cls in (("integration", IntegrationEntry), ("http", HttpEntry)):
-        if isinstance(value, cls):
-            return kind
-    if isinstance(value, FunctionEntry):
-        return "function"
-    return None
-
-
-def _id_entry(value: str) -> IntegrationEntry:
-    return IntegrationEntry(id=value)
-
-
-Entry = Annotated[
-    Annotated[IntegrationEntry, Tag("integration")]
-    | Annotated[HttpEntry, Tag("http")]
-    | Annotated[FunctionEntry, Tag("function")]
-    | Annotated[Annotated[str, Field(min_length=1)], Tag("id")],
-    Discriminator(
-        _entry_kind,
-        custom_error_type="entry",
-        custom_error_message='expected an integration ID string or an object with "id", '
-        '"http" or "function"',
-    ),
-]
-
-
-def entry_id(entry: IntegrationEntry | HttpEntry | FunctionEntry | str) -> str:
-    """The id a step record shows for a chain entry."""
-    if isinstance(entry, str):
-        return entry
-    if isinstance(entry, IntegrationEntry):
-        return entry.id
-    if isinstance(entry, HttpEntry):
-        return f"http:{entry.http.method.upper()} {entry.http.url.split('?')[0]}"
-    return f"function:{entry.function}"
 
 
 # --- jobs -----------------------------------------------------------------------------
@@ -352,9 +167,7 @@ def parse_duration(value: str | dict[str, float] | float) -> float:
         units = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
         unknown = sorted(set(value) - set(units))
         if unknown or not value:
-            raise ValueError(
-                'expected an object with "days", "hours", "minutes" and/or "seconds"'
-            )
+            raise ValueError('expected an object with "days", "hours", "minutes" and/or "seconds"')
         seconds = 0.0
         for key, amount in value.items():
             if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
@@ -435,7 +248,7 @@ class Job(Model):
     environment: str | None = Field(
         None, description="Environment of its integration steps (default: the only one, or live)."
     )
-    integrationIDs: list[Annotated[list[Entry], Field(min_length=1)]] = Field(  # noqa: N815
+    integrationIDs: list[Annotated[list[Entry], Field(min_length=1)]] = Field(
         min_length=1, description="The chain: a list of steps, each a list of entries."
     )
     input: dict[str, Any] = Field(default_factory=dict, description="Input of the first step.")
@@ -479,9 +292,11 @@ class Job(Model):
         if len(value.split()) != 5:
             raise ValueError('expected 5 fields "minute hour day month weekday"')
         try:
-            CronSim(value, datetime(2000, 1, 1))
+            next(CronSim(value, datetime(2000, 1, 1)))
         except CronSimError as err:
             raise ValueError(f"not a cron expression that can fire ({err})") from None
+        except StopIteration:
+            raise ValueError("a cron expression that never fires") from None
         return value
 
     @model_validator(mode="after")
@@ -499,9 +314,7 @@ class Job(Model):
         if not self.label:
             object.__setattr__(self, "label", self.id)
         if not JOB_ID_RE.match(self.id):
-            raise ValueError(
-                f"id {self.id!r}: expected letters, digits, '_', '-' and '.' only"
-            )
+            raise ValueError(f"id {self.id!r}: expected letters, digits, '_', '-' and '.' only")
         return self
 
     def schedule(self, default_timezone: str | None = None) -> Schedule:
@@ -527,7 +340,7 @@ class Job(Model):
 
 
 class Config(Model):
-    settings: Settings = Field(default_factory=Settings)  # type: ignore[arg-type]
+    settings: Settings = Field(default_factory=Settings)
     environments: dict[str, Environment] = Field(default_factory=dict)
     jobs: list[Job] = Field(default_factory=list)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -547,6 +360,16 @@ class Config(Model):
     def schedule(self, job: Job) -> Schedule:
         return job.schedule(self.settings.timezone)
 
+    def secret_values(self) -> list[str]:
+        """Every secret in the config (passwords, keys), for log redaction."""
+        secrets = [self.settings.api.api_key] if self.settings.api.api_key else []
+        for environment in self.environments.values():
+            for name in ("password", "value"):
+                value = getattr(environment.auth, name, None)
+                if isinstance(value, SecretStr):
+                    secrets.append(value)
+        return [secret.get_secret_value() for secret in secrets]
+
     def environment_name(self, job: Job) -> str:
         """The environment a job's integration steps use (SPEC §3 default rule)."""
         if job.environment:
@@ -554,4 +377,3 @@ class Config(Model):
         if len(self.environments) == 1:
             return next(iter(self.environments))
         return "live"
-

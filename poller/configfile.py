@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from poller import chainmodels
 from poller import config as models
 from poller.config import Config
 from poller.errors import ConfigError, Problem
@@ -34,12 +35,12 @@ _ALL_MODELS: tuple[type[BaseModel], ...] = (
     models.ApiKeyAuth,
     models.BasicAuth,
     models.Job,
-    models.Condition,
-    models.AnyOf,
-    models.IntegrationEntry,
-    models.HttpEntry,
-    models.HttpCall,
-    models.FunctionEntry,
+    chainmodels.Condition,
+    chainmodels.AnyOf,
+    chainmodels.IntegrationEntry,
+    chainmodels.HttpEntry,
+    chainmodels.HttpCall,
+    chainmodels.FunctionEntry,
 )
 _JSON_HINTS = {
     "Expecting ',' delimiter": "expected ',' between values (is a comma missing here?)",
@@ -76,14 +77,22 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     raw = _parse_json(text, name)
     positions = locate(text)
     problems: list[Problem] = []
-    raw = _interpolate(raw, (), os.environ if environ is None else environ, name, positions,
-                       problems)
+    raw = _interpolate(
+        raw, (), os.environ if environ is None else environ, name, positions, problems
+    )
     if isinstance(raw, list):
         raw = {"jobs": raw}
     if not isinstance(raw, dict):
         raise ConfigError(
-            [Problem(name, "", 'expected an object {"settings", "environments", "jobs"} '
-                     "or a list of jobs", 1, 1)]
+            [
+                Problem(
+                    name,
+                    "",
+                    'expected an object {"settings", "environments", "jobs"} or a list of jobs',
+                    1,
+                    1,
+                )
+            ]
         )
     raw.pop("$schema", None)
     try:
@@ -107,14 +116,14 @@ def config_warnings(config: Config) -> list[str]:
     warnings = []
     for job in config.jobs:
         uses_platform = any(
-            isinstance(entry, (str, models.IntegrationEntry))
+            isinstance(entry, (str, chainmodels.IntegrationEntry))
             for step in job.integrationIDs
             for entry in step
         )
         env = config.environment_name(job)
         if uses_platform and env not in config.environments and not job.dry_run:
             warnings.append(
-                f"job {job.id}: environment {env!r} is not defined in \"environments\"; "
+                f'job {job.id}: environment {env!r} is not defined in "environments"; '
                 "its integration calls will fail"
             )
     return warnings
@@ -138,7 +147,9 @@ def _parse_json(text: str, name: str) -> Any:
             starts = [0] + [m.end() for m in re.finditer("\n", before)]
             line, column = line_col(starts, max(len(before) - 1, 0))
             column += 1
-            expected = f"expected ',' after this value (a comma is missing before line {err.lineno})"
+            expected = (
+                f"expected ',' after this value (a comma is missing before line {err.lineno})"
+            )
         raise ConfigError([Problem(name, "", f"invalid JSON: {expected}", line, column)]) from None
 
 
@@ -173,9 +184,14 @@ def _interpolate(
             return default
         line, column = positions.get(path, (None, None))
         problems.append(
-            Problem(name, render_path(path),
-                    f"environment variable {var} is not set; set it, or write "
-                    f"${{{var}:-default}} to give a default", line, column)
+            Problem(
+                name,
+                render_path(path),
+                f"environment variable {var} is not set; set it, or write "
+                f"${{{var}:-default}} to give a default",
+                line,
+                column,
+            )
         )
         return match.group(0)
 
@@ -219,21 +235,32 @@ def _problems_from(
             elif kind.endswith("_type") or kind in ("literal_error", "union_tag_invalid"):
                 message = "expected " + message.lower().removeprefix("input should be ")
             has_value = kind != "missing"
-            problem = Problem(name, render_path(path), message, *_pos(positions, path),
-                              value=error.get("input"), has_value=has_value)
+            problem = Problem(
+                name,
+                render_path(path),
+                message,
+                *_pos(positions, path),
+                value=error.get("input"),
+                has_value=has_value,
+            )
         if path in merged and kind != "extra_forbidden":
             old = merged[path]
             if problem.expected not in old.expected:
-                merged[path] = Problem(old.file, old.path, f"{old.expected}, or {problem.expected}",
-                                       old.line, old.column, old.value, old.has_value)
+                merged[path] = Problem(
+                    old.file,
+                    old.path,
+                    f"{old.expected}, or {problem.expected}",
+                    old.line,
+                    old.column,
+                    old.value,
+                    old.has_value,
+                )
         else:
             merged[path] = problem
     return list(merged.values())
 
 
-def _pos(
-    positions: dict[PathKey, tuple[int, int]], path: PathKey
-) -> tuple[int | None, int | None]:
+def _pos(positions: dict[PathKey, tuple[int, int]], path: PathKey) -> tuple[int | None, int | None]:
     while path:
         if path in positions:
             return positions[path]
@@ -241,9 +268,7 @@ def _pos(
     return 1, 1
 
 
-def _data_path(
-    loc: tuple[int | str, ...], raw: Any, keep_last: bool
-) -> tuple[PathKey, Any]:
+def _data_path(loc: tuple[int | str, ...], raw: Any, keep_last: bool) -> tuple[PathKey, Any]:
     """Drop union tags from a pydantic loc, keeping only keys that exist in the data
     (and, with `keep_last`, the final key: the missing or unknown field).
 
@@ -253,16 +278,19 @@ def _data_path(
     node, parent = raw, raw
     for i, part in enumerate(loc):
         is_last = i == len(loc) - 1
-        if isinstance(node, dict) and part in node:
-            parent, node = node, node[part]
-            path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if _has(node, part):
             parent, node = node, node[part]
             path.append(part)
         elif is_last and keep_last:
             parent = node
             path.append(part)
     return tuple(path), parent
+
+
+def _has(node: Any, part: int | str) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and part < len(node)
 
 
 def _suggest(key: str, siblings: Any) -> str:
@@ -291,10 +319,13 @@ def _cross_checks(
         if job.id in seen:
             path: PathKey = ("jobs", index)
             problems.append(
-                Problem(name, render_path(path),
-                        f"job id {job.id!r} is used twice (also jobs[{seen[job.id]}]); "
-                        'expected unique ids: set "id" or a different "label"',
-                        *_pos(positions, path))
+                Problem(
+                    name,
+                    render_path(path),
+                    f"job id {job.id!r} is used twice (also jobs[{seen[job.id]}]); "
+                    'expected unique ids: set "id" or a different "label"',
+                    *_pos(positions, path),
+                )
             )
         seen.setdefault(job.id, index)
     return problems

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from poller.config import Config, Job
-from poller.timing import blackout_reason, describe, next_fire, zone_of
+from poller.timing import NeverFiresError, blackout_reason, describe, next_fire, zone_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +45,12 @@ def forecast(config: Config, after: datetime, count: int = 3) -> list[JobForecas
         zone = zone_of(schedule)
         fires: list[datetime] = []
         instant = after
+        anchor = after.replace(microsecond=0)  # as the daemon does: whole seconds
         for _ in range(count):
-            instant = next_fire(schedule, instant, anchor=after)
+            try:
+                instant = next_fire(schedule, instant, anchor=anchor)
+            except NeverFiresError:
+                break
             fires.append(instant.astimezone(zone))
         result.append(
             JobForecast(

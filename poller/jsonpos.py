@@ -55,10 +55,7 @@ def locate(text: str) -> dict[PathKey, tuple[int, int]]:
                     return pos + 1
                 pos += 1
                 index += 1
-        if char == '"':
-            match = _STRING.match(text, pos)
-        else:
-            match = _SCALAR.match(text, pos)
+        match = (_STRING if char == '"' else _SCALAR).match(text, pos)
         assert match is not None, "locate() needs valid JSON"
         return match.end()
 

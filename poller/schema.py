@@ -1,4 +1,5 @@
-"""Generates config.schema.json from the config models, so editors validate and complete config.json.
+"""Generates config.schema.json from the config models, so editors validate and complete
+config.json.
 
 `python -m poller.schema` writes it; `python -m poller.schema --check` exits 1 when it is stale.
 """
@@ -46,9 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = SCHEMA_PATH.read_text(encoding="utf-8") if SCHEMA_PATH.exists() else ""
         if current != text:
-            sys.stderr.write(
-                f"{SCHEMA_PATH.name} is out of date; run: python -m poller.schema\n"
-            )
+            sys.stderr.write(f"{SCHEMA_PATH.name} is out of date; run: python -m poller.schema\n")
             return 1
         return 0
     SCHEMA_PATH.write_text(text, encoding="utf-8")

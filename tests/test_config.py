@@ -10,14 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from poller.chainmodels import Condition, FunctionEntry, HttpEntry, IntegrationEntry
 from poller.config import (
     ApiKeyAuth,
     BasicAuth,
     BearerAuth,
-    Condition,
-    FunctionEntry,
-    HttpEntry,
-    IntegrationEntry,
     NoAuth,
     SessionAuth,
     format_duration,
@@ -87,7 +84,12 @@ def test_defaults(tmp_path: Path) -> None:
     assert (s.max_workers, s.log_format, s.log_level, s.timezone) == (8, "text", "INFO", None)
     assert s.log_file == str(tmp_path / "logs/logfile.log")
     assert s.state_db == str(tmp_path / "data/poller.db")
-    assert (s.api.enabled, s.api.host, s.api.port, s.api.api_key) == (False, "127.0.0.1", 8000, None)
+    assert (s.api.enabled, s.api.host, s.api.port, s.api.api_key) == (
+        False,
+        "127.0.0.1",
+        8000,
+        None,
+    )
     j = config.jobs[0]
     assert (j.max_instances, j.misfire_grace_seconds, j.coalesce) == (1, 300, True)
     assert (j.run_on_start, j.timeout_seconds, j.dry_run, j.input) == (False, None, False, {})
@@ -120,7 +122,10 @@ def test_every_settings_field(tmp_path: Path) -> None:
     ("auth", "cls"),
     [
         ({"type": "none"}, NoAuth),
-        ({"type": "session", "login_path": "/login", "username": "u", "password": "p"}, SessionAuth),
+        (
+            {"type": "session", "login_path": "/login", "username": "u", "password": "p"},
+            SessionAuth,
+        ),
         ({"type": "bearer", "login_path": "/t", "username": "u", "password": "p"}, BearerAuth),
         ({"type": "api_key", "header": "X-Key", "value": "v"}, ApiKeyAuth),
         ({"type": "basic", "username": "u", "password": "p"}, BasicAuth),
@@ -164,7 +169,19 @@ def test_chain_entry_kinds_and_conditions(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "op",
-    ["equals", "not_equals", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "contains", "matches"],
+    [
+        "equals",
+        "not_equals",
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "in",
+        "not_in",
+        "exists",
+        "contains",
+        "matches",
+    ],
 )
 def test_every_condition_operator_parses(tmp_path: Path, op: str) -> None:
     operand: Any = {"in": [1], "not_in": [1], "exists": True, "matches": "^a"}.get(op, 1)
@@ -224,8 +241,11 @@ def test_interpolation(tmp_path: Path) -> None:
         "auth": {"type": "basic", "username": "${USER:-anon}", "password": "${PW}"},
         "headers": {"X-Price": "$$5 and ${MISSING:-}x"},
     }
-    config = load(tmp_path, {"environments": {"e": env}, "jobs": [job()]},
-                  environ={"BASE": "http://h:1", "PW": "s3cret"})
+    config = load(
+        tmp_path,
+        {"environments": {"e": env}, "jobs": [job()]},
+        environ={"BASE": "http://h:1", "PW": "s3cret"},
+    )
     e = config.environments["e"]
     assert e.base_url == "http://h:1"
     assert isinstance(e.auth, BasicAuth)
@@ -244,12 +264,24 @@ def test_unset_variable_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("fields", "path", "expected"),
     [
-        ({"time": "25:00", "every": None}, "jobs[0].time", '"25:00" is not valid; expected "HH:MM"'),
-        ({"blackout_day": [1]}, "jobs[0].blackout_day", 'unknown field; did you mean "blackout_days"'),
+        (
+            {"time": "25:00", "every": None},
+            "jobs[0].time",
+            '"25:00" is not valid; expected "HH:MM"',
+        ),
+        (
+            {"blackout_day": [1]},
+            "jobs[0].blackout_day",
+            'unknown field; did you mean "blackout_days"',
+        ),
         ({"every": "10x"}, "jobs[0].every", 'expected a duration like "30s"'),
         ({"every": {"weeks": 1}}, "jobs[0].every", 'expected an object with "days"'),
         ({"every": "0s"}, "jobs[0].every", "greater than zero"),
-        ({"cron": "0 0 31 2 *", "every": None}, "jobs[0].cron", "not a cron expression that can fire"),
+        (
+            {"cron": "0 0 31 2 *", "every": None},
+            "jobs[0].cron",
+            "not a cron expression that can fire",
+        ),
         ({"cron": "0 0 * *", "every": None}, "jobs[0].cron", "expected 5 fields"),
         ({"days": [7]}, "jobs[0].days", "expected a weekday"),
         ({"blackout_days": ["funday"]}, "jobs[0].blackout_days", "expected a weekday"),
@@ -310,16 +342,34 @@ def test_job_errors(tmp_path: Path, fields: dict[str, Any], path: str, expected:
         ({"settings": {"log_level": "LOUD"}}, "settings.log_level", "DEBUG, INFO"),
         ({"settings": {"api": {"port": 70000}}}, "settings.api.port", "less than or equal"),
         ({"environments": {"e": {"base_url": "x"}}}, "environments.e.base_url", "http://"),
-        ({"environments": {"e": {"base_url": "http://x", "auth": {"type": "oauth"}}}},
-         "environments.e.auth.type", "expected one of 'none', 'session', 'bearer', 'api_key', 'basic'"),
-        ({"environments": {"e": {"base_url": "http://x", "auth": {"type": "session"}}}},
-         "environments.e.auth.login_path", "required field is missing"),
-        ({"environments": {"e": {"base_url": "http://x", "retries": -1}}},
-         "environments.e.retries", "greater than or equal to 0"),
+        (
+            {"environments": {"e": {"base_url": "http://x", "auth": {"type": "oauth"}}}},
+            "environments.e.auth.type",
+            "expected one of 'none', 'session', 'bearer', 'api_key', 'basic'",
+        ),
+        (
+            {"environments": {"e": {"base_url": "http://x", "auth": {"type": "session"}}}},
+            "environments.e.auth.login_path",
+            "required field is missing",
+        ),
+        (
+            {"environments": {"e": {"base_url": "http://x", "retries": -1}}},
+            "environments.e.retries",
+            "greater than or equal to 0",
+        ),
         ({"job": []}, "job", 'did you mean "jobs"'),
     ],
-    ids=["settings-typo", "log-format", "log-level", "port", "base-url", "auth-type",
-         "auth-missing", "retries", "top-level-typo"],
+    ids=[
+        "settings-typo",
+        "log-format",
+        "log-level",
+        "port",
+        "base-url",
+        "auth-type",
+        "auth-missing",
+        "retries",
+        "top-level-typo",
+    ],
 )
 def test_file_level_errors(tmp_path: Path, data: dict[str, Any], path: str, expected: str) -> None:
     found = problems(tmp_path, {"jobs": [], **data})
@@ -342,7 +392,9 @@ def test_errors_are_all_listed_with_lines(tmp_path: Path) -> None:
     found = problems(tmp_path, text)
     assert found[0].startswith('config.json:3:20: jobs[0].time: "25:00" is not valid')
     assert found[1].startswith("config.json:4:5: jobs[1].integrationIDs: required field")
-    assert found[2].startswith('config.json:4:35: jobs[1].integrationID: unknown field; did you mean')
+    assert found[2].startswith(
+        "config.json:4:35: jobs[1].integrationID: unknown field; did you mean"
+    )
     assert found[3].startswith('config.json:5:20: jobs[2].cron: "61 * * * *" is not valid')
     assert len(found) == 4
 
@@ -350,17 +402,26 @@ def test_errors_are_all_listed_with_lines(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('{\n  "jobs": [\n    {"label": "x"\n     "every": "1m"}\n  ]\n}',
-         "config.json:3:18: invalid JSON: expected ',' after this value"),
-        ('{"jobs": [],}', "config.json:1:13: invalid JSON: expected a \"quoted\" key"),
+        (
+            '{\n  "jobs": [\n    {"label": "x"\n     "every": "1m"}\n  ]\n}',
+            "config.json:3:18: invalid JSON: expected ',' after this value",
+        ),
+        ('{"jobs": [],}', 'config.json:1:13: invalid JSON: expected a "quoted" key'),
         ('{"jobs": [1,]}', "config.json:1:13: invalid JSON: expected a JSON value"),
         ('{"jobs": "x', "config.json:1:10: invalid JSON: a string is not closed"),
         ("", "config.json: the file is empty"),
         ("  \n", "config.json: the file is empty"),
         ("42", 'config.json:1:1: expected an object {"settings", "environments", "jobs"}'),
     ],
-    ids=["missing-comma", "trailing-comma-object", "trailing-comma-list", "unterminated",
-         "empty", "blank", "not-an-object"],
+    ids=[
+        "missing-comma",
+        "trailing-comma-object",
+        "trailing-comma-list",
+        "unterminated",
+        "empty",
+        "blank",
+        "not-an-object",
+    ],
 )
 def test_invalid_json(tmp_path: Path, text: str, expected: str) -> None:
     (message,) = problems(tmp_path, text)

@@ -1,0 +1,260 @@
+"""Running one job's chain (SPEC §3): blackout, conditions, merging, stopping, timeout.
+
+All I/O goes through poller.steps; `run_job` never raises: every failure, ours or a step's,
+ends in the RunResult it returns. Semantics beyond the SPEC:
+
+- Entries of a step run one after another, in order, all on the same input.
+- A step's output is its successful entries' outputs merged left to right (dict.update);
+  when no entry of a step succeeded (all skipped, or failed with continue_on_error), the
+  step passes its input through unchanged.
+- An entry that fails stops the chain unless it has continue_on_error. The run is "failed"
+  only when the chain stopped; a run that went on past failed entries is "success", with
+  the failures visible in its steps. `reason` is set only for skipped and failed runs.
+- Entries that never started because the chain stopped are recorded "skipped" with a
+  reason beginning "not run:", so `steps` always has one record per chain entry.
+- timeout_seconds: a monotonic deadline is passed to every call and checked before and
+  after each entry; past it the run fails with "timeout after Ns". A function cannot be
+  interrupted: it can read `context.remaining_seconds()`, and if it returns late its own
+  record stays truthful while the run fails with the timeout.
+- The run's output is the last completed step's output (for a failed run: the input of the
+  step that stopped it).
+- Request IDs are uuid5 of (job id, scheduled_for, step, entry) when the run has a
+  scheduled_for, so running the same fire again sends the same IDs; otherwise they derive
+  from a random uuid4 per run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from poller.chainmodels import entry_id
+from poller.clock import Clock, SystemClock
+from poller.conditions import evaluate
+from poller.config import Config, Job
+from poller.errors import CallError, ChainError, PollerError
+from poller.logs import RunLogger
+from poller.results import (
+    RunResult,
+    RunStatus,
+    StepResult,
+    Trigger,
+    cap_error,
+    new_run_id,
+    skipped_result,
+)
+from poller.steps import StepRunner
+from poller.timing import blackout_reason, zone_of
+
+if TYPE_CHECKING:
+    from lookup import ClientPool
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_NAMESPACE = uuid.UUID("5b0c3f8e-61a4-5d2e-9c1b-7f0e2a4d6c88")
+
+
+def run_job(
+    job: Job,
+    config: Config,
+    clients: ClientPool,
+    *,
+    run_id: str | None = None,
+    trigger: Trigger = "manual",
+    scheduled_for: datetime | None = None,
+    input: dict[str, Any] | None = None,
+    dry_run: bool | None = None,
+    force: bool = False,
+    clock: Clock | None = None,
+    http_session: requests.Session | None = None,
+) -> RunResult:
+    """Run `job`'s chain once and return its record; never raises.
+
+    Args:
+        scheduled_for: the fire this run belongs to (aware); None for a manual run.
+        input: merged over job.input (its keys win) as the first step's input.
+        dry_run: overrides job.dry_run.
+        force: ignore blackout days and dates.
+        http_session: the session plain HTTP entries use; one is created (and closed)
+            per run when not given.
+    """
+    clock = clock or SystemClock()
+    run_id = run_id or new_run_id()
+    log = RunLogger(logger, job.id, run_id)
+    started_at = clock.now()
+    began = time.monotonic()
+    is_dry_run = job.dry_run if dry_run is None else dry_run
+
+    def finish(
+        status: RunStatus,
+        reason: str | None,
+        steps: list[StepResult],
+        output: dict[str, Any] | None,
+    ) -> RunResult:
+        result = RunResult(
+            run_id=run_id,
+            job_id=job.id,
+            trigger=trigger,
+            scheduled_for=scheduled_for,
+            started_at=started_at,
+            finished_at=clock.now(),
+            status=status,
+            reason=reason,
+            steps=tuple(steps),
+            output=output,
+        )
+        log.info(
+            "run finished: %s in %d ms%s",
+            status,
+            _ms_since(began),
+            f" ({reason})" if reason else "",
+        )
+        return result
+
+    steps: list[StepResult] = []
+    try:
+        if not force:
+            zone = zone_of(config.schedule(job))
+            blackout = blackout_reason(job, scheduled_for or started_at, zone)
+            if blackout:
+                log.info("run skipped: %s", blackout)
+                return skipped_result(
+                    job.id,
+                    blackout,
+                    trigger=trigger,
+                    at=started_at,
+                    scheduled_for=scheduled_for,
+                    run_id=run_id,
+                )
+        log.info(
+            "run started (trigger %s%s%s)",
+            trigger,
+            f", scheduled for {scheduled_for.astimezone(UTC).isoformat()}" if scheduled_for else "",
+            ", dry run" if is_dry_run else "",
+        )
+        session = http_session or requests.Session()
+        try:
+            runner = StepRunner(
+                config=config,
+                clients=clients,
+                session=session,
+                environment=config.environment_name(job),
+                job_id=job.id,
+                run_id=run_id,
+                scheduled_for=scheduled_for,
+                dry_run=is_dry_run,
+                logger=log,
+            )
+            data = {**job.input, **(input or {})}
+            stop, output = _run_chain(job, runner, data, steps, scheduled_for, log)
+        finally:
+            if http_session is None:
+                session.close()
+        return finish("success" if stop is None else "failed", stop, steps, output)
+    except Exception as err:  # the run boundary: a failure goes into the record
+        log.exception("run failed unexpectedly")
+        return finish("failed", cap_error(describe_error(err)), steps, None)
+
+
+def _run_chain(
+    job: Job,
+    runner: StepRunner,
+    data: dict[str, Any],
+    records: list[StepResult],
+    scheduled_for: datetime | None,
+    log: logging.LoggerAdapter[logging.Logger],
+) -> tuple[str | None, dict[str, Any]]:
+    """Run the steps, appending a record per entry; returns (why it stopped, output)."""
+    deadline, timeout = None, ""
+    if job.timeout_seconds is not None:
+        deadline = time.monotonic() + job.timeout_seconds
+        timeout = f"timeout after {job.timeout_seconds:g}s"
+    base = request_base(job.id, scheduled_for)
+    stop: str | None = None
+    for s, step in enumerate(job.integrationIDs):
+        merged: dict[str, Any] = {}
+        produced = False
+        for e, entry in enumerate(step):
+            name = entry_id(entry)
+            where = f"integrationIDs[{s}][{e}] {name}"
+            if stop is None and deadline is not None and time.monotonic() >= deadline:
+                stop = timeout
+            if stop is not None:
+                records.append(StepResult(name, "skipped", s, e, reason=f"not run: {stop}"))
+                continue
+            when = None if isinstance(entry, str) else entry.when
+            if when is not None:
+                holds, why = evaluate(when, data)
+                if not holds:
+                    log.info("%s skipped: %s", where, why)
+                    records.append(StepResult(name, "skipped", s, e, reason=why))
+                    continue
+            began = time.monotonic()
+            try:
+                result = runner.run(
+                    entry, data, request_id=request_id(base, s, e), deadline=deadline
+                )
+            # A step's failure is recorded and the chain decides what next; SystemExit too,
+            # so a function calling sys.exit() cannot end a worker thread mid-run.
+            except (Exception, SystemExit) as err:
+                error = cap_error(describe_error(err))
+                attempts = err.attempts if isinstance(err, CallError) else 1
+                records.append(
+                    StepResult(name, "failed", s, e, attempts, _ms_since(began), error=error)
+                )
+                log.warning("%s failed after %d ms: %s", where, _ms_since(began), error)
+                if deadline is not None and time.monotonic() >= deadline:
+                    stop = timeout
+                elif isinstance(entry, str) or not entry.continue_on_error:
+                    stop = error
+                continue
+            records.append(StepResult(name, "success", s, e, result.attempts, _ms_since(began)))
+            log.info(
+                "%s succeeded in %d ms (%d attempt%s)",
+                where,
+                _ms_since(began),
+                result.attempts,
+                "" if result.attempts == 1 else "s",
+            )
+            if deadline is not None and time.monotonic() >= deadline:
+                stop = timeout
+                continue
+            merged.update(result.output)
+            produced = True
+        if stop is None and produced:
+            data = merged
+    return stop, data
+
+
+def request_base(job_id: str, scheduled_for: datetime | None) -> uuid.UUID:
+    """The namespace of a run's request IDs: fixed per fire, random without one."""
+    if scheduled_for is None:
+        return uuid.uuid4()
+    fire = scheduled_for.astimezone(UTC).isoformat()
+    return uuid.uuid5(REQUEST_ID_NAMESPACE, f"{job_id}@{fire}")
+
+
+def request_id(base: uuid.UUID, step: int, entry: int) -> str:
+    """The X-Request-ID of integrationIDs[step][entry] in a run (the same on every retry)."""
+    return str(uuid.uuid5(base, f"{step}.{entry}"))
+
+
+def describe_error(err: BaseException) -> str:
+    """A one-line error text for a run record: our own errors as they read, others typed."""
+    if isinstance(err, ChainError):
+        return err.reason
+    if isinstance(err, CallError) and err.attempts == 0 and err.reason:
+        return err.reason  # never sent (e.g. an undefined environment): the cause alone
+    if isinstance(err, PollerError):
+        return str(err)
+    text = str(err)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _ms_since(began: float) -> int:
+    return round((time.monotonic() - began) * 1000)

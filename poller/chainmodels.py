@@ -1,0 +1,191 @@
+"""Pydantic models of a job's chain: entries (integration, http, function) and conditions.
+
+They only describe and validate; running them is poller.chain's and poller.steps' work.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from typing_extensions import TypeAliasType
+
+from poller.basemodel import Model
+
+FUNCTION_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+# --- conditions -----------------------------------------------------------------------
+
+OPERATORS = (
+    "equals",
+    "not_equals",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "in",
+    "not_in",
+    "exists",
+    "contains",
+    "matches",
+)
+
+
+class Condition(Model):
+    token: str = Field(description='Dotted path into the previous output, e.g. "data.count".')
+    equals: Any = None
+    not_equals: Any = None
+    gt: Any = None
+    gte: Any = None
+    lt: Any = None
+    lte: Any = None
+    in_: list[Any] | None = Field(None, alias="in")
+    not_in: list[Any] | None = None
+    exists: bool | None = None
+    contains: Any = None
+    matches: str | None = None
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> Condition:
+        given = [
+            op for op in OPERATORS if (op + "_" if op == "in" else op) in self.model_fields_set
+        ]
+        if len(given) != 1:
+            raise ValueError("expected exactly one operator of " + ", ".join(OPERATORS))
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as err:
+                raise ValueError(f"matches: not a regular expression ({err})") from None
+        return self
+
+    @property
+    def operator(self) -> str:
+        return next(
+            op for op in OPERATORS if (op + "_" if op == "in" else op) in self.model_fields_set
+        )
+
+    @property
+    def operand(self) -> Any:
+        return getattr(self, "in_" if self.operator == "in" else self.operator)
+
+
+def _cond_kind(value: Any) -> str | None:
+    if isinstance(value, list):
+        return "all"
+    if isinstance(value, dict):
+        return "any" if "any" in value else "one"
+    if isinstance(value, Condition):
+        return "one"
+    if isinstance(value, AnyOf):
+        return "any"
+    return None
+
+
+Cond = TypeAliasType(  # type: ignore[misc]
+    "Cond",
+    Annotated[
+        Annotated[Condition, Tag("one")]
+        | Annotated["AnyOf", Tag("any")]
+        | Annotated[list["Cond"], Tag("all")],  # type: ignore[misc]
+        Discriminator(
+            _cond_kind,
+            custom_error_type="condition",
+            custom_error_message='expected a condition {"token": ..., "<operator>": ...}, '
+            'a list of them, or {"any": [...]}',
+        ),
+    ],
+)
+
+
+class AnyOf(Model):
+    any: list[Cond] = Field(min_length=1)
+
+
+# --- the chain ------------------------------------------------------------------------
+
+
+class IntegrationEntry(Model):
+    id: str = Field(min_length=1, description="Integration ID on the platform.")
+    when: Cond | None = None
+    input: dict[str, Any] = Field(default_factory=dict, description="Merged over the input.")
+    continue_on_error: bool = False
+
+
+class HttpCall(Model):
+    method: str = "GET"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    json_: Any = Field(None, alias="json")
+    timeout_seconds: float = Field(30, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+
+class HttpEntry(Model):
+    http: HttpCall
+    when: Cond | None = None
+    continue_on_error: bool = False
+
+
+class FunctionEntry(Model):
+    function: str = Field(description='"module:callable", importable from the config folder.')
+    when: Cond | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    continue_on_error: bool = False
+
+    @field_validator("function")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        if not FUNCTION_RE.match(value):
+            raise ValueError('expected "module:callable", e.g. "tasks:summarise"')
+        return value
+
+
+def _entry_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "id"
+    if isinstance(value, dict):
+        for key in ("http", "function"):
+            if key in value:
+                return key
+        return "integration"
+    for kind, cls in (("integration", IntegrationEntry), ("http", HttpEntry)):
+        if isinstance(value, cls):
+            return kind
+    if isinstance(value, FunctionEntry):
+        return "function"
+    return None
+
+
+Entry = Annotated[
+    Annotated[IntegrationEntry, Tag("integration")]
+    | Annotated[HttpEntry, Tag("http")]
+    | Annotated[FunctionEntry, Tag("function")]
+    | Annotated[Annotated[str, Field(min_length=1)], Tag("id")],
+    Discriminator(
+        _entry_kind,
+        custom_error_type="entry",
+        custom_error_message='expected an integration ID string or an object with "id", '
+        '"http" or "function"',
+    ),
+]
+
+
+def entry_id(entry: IntegrationEntry | HttpEntry | FunctionEntry | str) -> str:
+    """The id a step record shows for a chain entry."""
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, IntegrationEntry):
+        return entry.id
+    if isinstance(entry, HttpEntry):
+        return f"http:{entry.http.method.upper()} {entry.http.url.split('?')[0]}"
+    return f"function:{entry.function}"

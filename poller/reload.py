@@ -1,0 +1,102 @@
+"""Hot reload: watch the config's folder, and turn a burst of file events into one settled read.
+
+The watchdog callback only signals (sets a flag and wakes the loop); the loop thread calls
+`ConfigReloader.settle_and_read`, which waits for the file to stop changing and skips a
+save whose content is unchanged. Parsing and applying stay with the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from poller.clock import Clock
+
+log = logging.getLogger(__name__)
+
+QUIET_SECONDS = 0.25
+"""A save is taken as finished after this long without another event on the file."""
+MAX_SETTLE_SECONDS = 5.0
+"""A file that keeps changing is read anyway after this long."""
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, path: Path, on_change: Callable[[], None]) -> None:
+        self.path = path
+        self.on_change = on_change
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        # Editors save by rename (vim's backup dance, sed -i, temp-file writers), so the
+        # config can appear as the destination of a move rather than as a modify.
+        paths = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
+        if str(self.path) in paths:
+            self.on_change()
+
+
+class ConfigWatcher:
+    """Watches a config file's folder; `pending` is set whenever the file may have changed."""
+
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.path = path.resolve()
+        self.clock = clock
+        self.pending = threading.Event()
+        self._observer = Observer()
+        self._observer.schedule(_Handler(self.path, self.signal), str(self.path.parent))
+
+    def signal(self) -> None:
+        """Note a possible change and wake the loop (also what SIGHUP calls)."""
+        self.pending.set()
+        self.clock.wake()
+
+    def start(self) -> None:
+        self._observer.daemon = True
+        self._observer.start()
+
+    def stop(self) -> None:
+        self._observer.stop()
+
+
+class ConfigReloader:
+    """Reads the config file once it has settled; tells whether its content is new."""
+
+    def __init__(self, watcher: ConfigWatcher, clock: Clock, initial: bytes) -> None:
+        self.watcher = watcher
+        self.clock = clock
+        self.seen_hash = _digest(initial)
+
+    def settle_and_read(self, force: bool = False) -> str | None:
+        """Wait until the file stops changing and return its text, or None when unchanged.
+
+        `force` (SIGHUP) returns the text even when its content is the same as last time.
+        """
+        started = self.clock.now()
+        while True:
+            self.watcher.pending.clear()
+            self.clock.wait(QUIET_SECONDS)
+            waited = (self.clock.now() - started).total_seconds()
+            if not self.watcher.pending.is_set() or waited > MAX_SETTLE_SECONDS:
+                break
+        try:
+            data = self.watcher.path.read_bytes()
+        except FileNotFoundError:
+            # Mid-rename, or deleted: keep running; the next event brings it back.
+            log.error("%s: file not found; keeping the last good config", self.watcher.path)
+            return None
+        digest = _digest(data)
+        if digest == self.seen_hash and not force:
+            log.debug("%s: saved without changes; nothing to reload", self.watcher.path)
+            return None
+        self.seen_hash = digest
+        return data.decode("utf-8", errors="replace")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

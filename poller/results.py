@@ -1,0 +1,224 @@
+"""RunResult and StepResult: the SPEC §4 record of one run, shared by the history, the API,
+`app.py run` and `lambda_handler`. Pure data: building, capping and (de)serialising, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, cast, get_args
+
+Trigger = Literal["schedule", "catch-up", "startup", "manual"]
+RunStatus = Literal["running", "success", "failed", "skipped", "interrupted"]
+StepStatus = Literal["success", "skipped", "failed"]
+
+TRIGGERS: tuple[str, ...] = get_args(Trigger)
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+STEP_STATUSES: tuple[str, ...] = get_args(StepStatus)
+
+OUTPUT_MAX_BYTES = 64 * 1024
+"""A run's output larger than this (as compact JSON, UTF-8) is replaced by a preview."""
+PREVIEW_CHARS = 1024
+ERROR_MAX_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one chain entry did; `step` and `entry` are 0-based: integrationIDs[step][entry]."""
+
+    id: str
+    status: StepStatus
+    step: int
+    entry: int
+    attempts: int = 0
+    duration_ms: int = 0
+    error: str | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "step": self.step,
+            "entry": self.entry,
+            "status": self.status,
+            "attempts": self.attempts,
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepResult:
+        """Rebuild a record written by `to_dict`; raises ValueError on a malformed one."""
+        status = _choice(data.get("status"), STEP_STATUSES, "step status")
+        return cls(
+            id=str(data["id"]),
+            status=cast(StepStatus, status),
+            step=int(data.get("step", 0)),
+            entry=int(data.get("entry", 0)),
+            attempts=int(data.get("attempts", 0)),
+            duration_ms=int(data.get("duration_ms", 0)),
+            error=_optional_str(data.get("error")),
+            reason=_optional_str(data.get("reason")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One run of a job. `reason` is set when the run was skipped, failed or interrupted.
+
+    `output` is JSON-normalised and capped at construction (see `cap_output`), so every
+    RunResult can be stored and returned as it is.
+    """
+
+    run_id: str
+    job_id: str
+    trigger: Trigger
+    scheduled_for: datetime | None
+    started_at: datetime
+    finished_at: datetime | None
+    status: RunStatus
+    reason: str | None = None
+    steps: tuple[StepResult, ...] = ()
+    output: dict[str, Any] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", cap_output(self.output))
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.finished_at is None:
+            return None
+        return max(0, round((self.finished_at - self.started_at).total_seconds() * 1000))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The SPEC §4 shape, JSON-ready; instants are ISO 8601 in UTC with an offset."""
+        return {
+            "run_id": self.run_id,
+            "job_id": self.job_id,
+            "trigger": self.trigger,
+            "scheduled_for": _iso(self.scheduled_for),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "status": self.status,
+            "reason": self.reason,
+            "steps": [step.to_dict() for step in self.steps],
+            "output": self.output,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        """Rebuild a record written by `to_dict`; raises ValueError on a malformed one."""
+        started_at = _parse_instant(data.get("started_at"))
+        if started_at is None:
+            raise ValueError("started_at is required")
+        output = data.get("output")
+        if output is not None and not isinstance(output, dict):
+            raise ValueError("output must be an object or null")
+        return cls(
+            run_id=str(data["run_id"]),
+            job_id=str(data["job_id"]),
+            trigger=cast(Trigger, _choice(data.get("trigger"), TRIGGERS, "trigger")),
+            scheduled_for=_parse_instant(data.get("scheduled_for")),
+            started_at=started_at,
+            finished_at=_parse_instant(data.get("finished_at")),
+            status=cast(RunStatus, _choice(data.get("status"), RUN_STATUSES, "status")),
+            reason=_optional_str(data.get("reason")),
+            steps=tuple(StepResult.from_dict(step) for step in data.get("steps") or ()),
+            output=output,
+        )
+
+
+def new_run_id() -> str:
+    """A fresh, unique run id."""
+    return str(uuid.uuid4())
+
+
+def started_result(
+    job_id: str,
+    *,
+    trigger: Trigger,
+    started_at: datetime,
+    scheduled_for: datetime | None = None,
+    run_id: str | None = None,
+) -> RunResult:
+    """The record of a run that has begun (status "running"), for the history to hold."""
+    return RunResult(
+        run_id=run_id or new_run_id(),
+        job_id=job_id,
+        trigger=trigger,
+        scheduled_for=scheduled_for,
+        started_at=started_at,
+        finished_at=None,
+        status="running",
+    )
+
+
+def skipped_result(
+    job_id: str,
+    reason: str,
+    *,
+    trigger: Trigger,
+    at: datetime,
+    scheduled_for: datetime | None = None,
+    run_id: str | None = None,
+) -> RunResult:
+    """A run that did not start: blackout, already running, misfire. No steps, no output."""
+    return RunResult(
+        run_id=run_id or new_run_id(),
+        job_id=job_id,
+        trigger=trigger,
+        scheduled_for=scheduled_for,
+        started_at=at,
+        finished_at=at,
+        status="skipped",
+        reason=reason,
+    )
+
+
+def cap_output(output: dict[str, Any] | None) -> dict[str, Any] | None:
+    """JSON-normalise an output (non-JSON values become strings) and cap its size.
+
+    An output over OUTPUT_MAX_BYTES becomes {"truncated": true, "size": <bytes>,
+    "preview": <first PREVIEW_CHARS characters of its JSON>}.
+    """
+    if output is None:
+        return None
+    text = json.dumps(output, default=str, ensure_ascii=False, separators=(",", ":"))
+    size = len(text.encode("utf-8"))
+    if size <= OUTPUT_MAX_BYTES:
+        normalised: dict[str, Any] = json.loads(text)
+        return normalised
+    return {"truncated": True, "size": size, "preview": text[:PREVIEW_CHARS]}
+
+
+def cap_error(text: str) -> str:
+    """An error text short enough for a run record."""
+    if len(text) <= ERROR_MAX_CHARS:
+        return text
+    return text[: ERROR_MAX_CHARS - 1] + "…"
+
+
+def _iso(instant: datetime | None) -> str | None:
+    return None if instant is None else instant.astimezone(UTC).isoformat()
+
+
+def _parse_instant(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    instant = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if instant.tzinfo is None:
+        raise ValueError(f"{value!r} has no UTC offset")
+    return instant.astimezone(UTC)
+
+
+def _choice(value: Any, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{what} {value!r} is not one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,124 @@
+"""The bridge to `schedule`: the only code that touches schedule.Scheduler and Job.next_run.
+
+`schedule` plans runs itself and compares naive local `datetime.now()` values, which
+drifts (the next run counts from when the last one finished) and misfires in a repeated
+DST hour. So each job here gets its fire instants from `timing.next_fire` (aware UTC,
+nominal, never from when a run finished), and the scheduler keeps jobs in a heap by due
+instant, so a wake costs O(log n) for each due job instead of a scan of every job.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+from collections.abc import Callable
+from datetime import datetime
+
+import schedule
+
+from poller.clock import Clock
+
+Plan = Callable[[datetime], datetime]
+
+
+class FireJob(schedule.Job):
+    """A schedule.Job whose `due_at` (aware UTC) comes from a plan: next fire after an instant.
+
+    `fire(job)` is called on the loop thread when it is due; it may move `due_at` forward
+    (catch-up handles several missed fires at once) and must only hand the fire off.
+    """
+
+    def __init__(
+        self,
+        scheduler: HeapScheduler,
+        job_id: str,
+        plan: Plan,
+        due_at: datetime,
+        fire: Callable[[FireJob], None],
+    ) -> None:
+        super().__init__(1, scheduler)
+        self.unit = "seconds"
+        self.job_id = job_id
+        self.plan = plan
+        self.due_at = due_at
+        self.is_active = True
+        self.job_func = functools.partial(fire, self)
+        self._sync_next_run()
+
+    @property
+    def should_run(self) -> bool:
+        assert isinstance(self.scheduler, HeapScheduler)
+        return self.due_at <= self.scheduler.clock.now()
+
+    def _schedule_next_run(self) -> None:
+        self.due_at = self.plan(self.due_at)
+        self._sync_next_run()
+
+    def _sync_next_run(self) -> None:
+        # schedule's own view (repr, get_next_run): naive local time of the same instant.
+        self.next_run = self.due_at.astimezone().replace(tzinfo=None)
+
+    def __repr__(self) -> str:
+        return f"FireJob({self.job_id!r}, due_at={self.due_at.isoformat()})"
+
+
+class HeapScheduler(schedule.Scheduler):
+    """A schedule.Scheduler that reads a Clock and keeps its jobs in due order."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self._heap: list[tuple[datetime, int, FireJob]] = []
+        self._seq = itertools.count()
+        self.by_id: dict[str, FireJob] = {}
+
+    def add(
+        self, job_id: str, plan: Plan, due_at: datetime, fire: Callable[[FireJob], None]
+    ) -> FireJob:
+        """Schedule a job to fire at `due_at`, then at each `plan(previous)`."""
+        old = self.by_id.get(job_id)
+        if old is not None:
+            self.cancel_job(old)
+        job = FireJob(self, job_id, plan, due_at, fire)
+        self.jobs.append(job)
+        self.by_id[job_id] = job
+        heapq.heappush(self._heap, (job.due_at, next(self._seq), job))
+        return job
+
+    def cancel_job(self, job: schedule.Job) -> None:
+        super().cancel_job(job)
+        if isinstance(job, FireJob):
+            job.is_active = False
+            if self.by_id.get(job.job_id) is job:
+                del self.by_id[job.job_id]
+
+    def clear(self, tag: object = None) -> None:
+        for job in list(self.jobs):
+            self.cancel_job(job)
+        self._heap.clear()
+
+    def run_pending(self) -> None:
+        """Fire every job due now, earliest first; each fire only hands off."""
+        now = self.clock.now()
+        while self._heap and self._heap[0][0] <= now:
+            due_at, _, job = heapq.heappop(self._heap)
+            if not job.is_active or job.due_at != due_at:
+                continue  # cancelled or rescheduled since it was pushed
+            self._run_job(job)
+            if job.is_active:
+                heapq.heappush(self._heap, (job.due_at, next(self._seq), job))
+
+    def next_due(self) -> datetime | None:
+        """The earliest due instant of any active job (aware UTC)."""
+        while self._heap:
+            due_at, _, job = self._heap[0]
+            if job.is_active and job.due_at == due_at:
+                return due_at
+            heapq.heappop(self._heap)
+        return None
+
+    @property
+    def idle_seconds(self) -> float | None:
+        due = self.next_due()
+        return None if due is None else (due - self.clock.now()).total_seconds()

@@ -1,0 +1,221 @@
+"""Executors for the three kinds of chain entry: integration call, plain HTTP call, function.
+
+They do the I/O of one entry and raise on failure; judging conditions, merging outputs and
+recording results is the chain's business (poller.chain).
+
+Choices:
+- integration: the payload is the incoming input with the entry's `input` merged over it.
+- http: the request body is the configured `json` exactly as written; the chain's input is
+  not sent (use an integration or a function entry to forward data). The output is the
+  response JSON object; a JSON array or scalar becomes {"data": ...}, a non-JSON body
+  {"text": ...}.
+- function: `"module:callable"` is imported with the config folder at the front of
+  sys.path for the duration of the import only (put sibling imports at module top level);
+  modules are cached by name in sys.modules, so names are process-wide and a changed module
+  is picked up only after a restart. The callable gets a copy of the input (with the entry's
+  `input` merged over it) and a FunctionContext; it returns a dict (None counts as {}),
+  made JSON-clean (a datetime becomes its string) before the next step sees it.
+- dry run: integration and http calls are only logged ("dry run: would POST <url>", never
+  headers, query values or bodies) and return their input unchanged, so later steps see
+  plausible data and their conditions decide as they would; functions are called with
+  `context.dry_run` True and decide themselves.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lookup import display_url, http_call
+from poller.chainmodels import Entry, FunctionEntry, HttpEntry, IntegrationEntry
+from poller.config import Config
+from poller.errors import ChainError
+
+if TYPE_CHECKING:
+    import requests
+
+    from lookup import ClientPool
+
+_IMPORT_LOCK = threading.Lock()  # sys.path edits and first imports happen one at a time
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionContext:
+    """The second argument of a chain function."""
+
+    dry_run: bool
+    job_id: str
+    run_id: str
+    scheduled_for: datetime | None
+    logger: logging.LoggerAdapter[logging.Logger]
+    request_id: str
+    deadline: float | None = None
+
+    def remaining_seconds(self) -> float | None:
+        """Seconds left before the job's timeout_seconds, or None without a timeout."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+
+@dataclass(frozen=True, slots=True)
+class EntryOutput:
+    output: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepRunner:
+    """Runs the entries of one run; holds what every entry needs (clients, session, ids)."""
+
+    config: Config
+    clients: ClientPool
+    session: requests.Session
+    environment: str
+    job_id: str
+    run_id: str
+    scheduled_for: datetime | None
+    dry_run: bool
+    logger: logging.LoggerAdapter[logging.Logger]
+
+    def run(
+        self, entry: Entry, data: dict[str, Any], *, request_id: str, deadline: float | None
+    ) -> EntryOutput:
+        """Execute one entry on `data`; raises PollerError (or whatever a function raises)."""
+        if isinstance(entry, str):
+            return self._integration(entry, {}, data, request_id, deadline)
+        if isinstance(entry, IntegrationEntry):
+            return self._integration(entry.id, entry.input, data, request_id, deadline)
+        if isinstance(entry, HttpEntry):
+            return self._http(entry, data, request_id, deadline)
+        return self._function(entry, data, request_id, deadline)
+
+    def _integration(
+        self,
+        integration_id: str,
+        extra: dict[str, Any],
+        data: dict[str, Any],
+        request_id: str,
+        deadline: float | None,
+    ) -> EntryOutput:
+        payload = {**data, **extra}
+        if self.dry_run:
+            env = self.config.environments.get(self.environment)
+            if env is None:
+                target = f"integration {integration_id} (environment {self.environment!r} "
+                target += "is not defined)"
+                method = "POST"
+            else:
+                method = env.execute.method.upper()
+                path = env.execute.path.replace("{integration_id}", integration_id)
+                target = display_url(env.base_url + path)
+            self.logger.info(
+                "dry run: would %s %s with input keys %s (request id %s)",
+                method,
+                target,
+                sorted(payload) or "none",
+                request_id,
+            )
+            return EntryOutput(payload, 0)
+        client = self.clients.get(self.environment)
+        result = client.execute(integration_id, payload, request_id=request_id, deadline=deadline)
+        return EntryOutput(dict(result.output), result.attempts)
+
+    def _http(
+        self, entry: HttpEntry, data: dict[str, Any], request_id: str, deadline: float | None
+    ) -> EntryOutput:
+        call = entry.http
+        method = call.method.upper()
+        if self.dry_run:
+            self.logger.info(
+                "dry run: would %s %s%s%s (request id %s)",
+                method,
+                display_url(call.url),
+                f" with params {sorted(call.params)}" if call.params else "",
+                " and a JSON body" if call.json_ is not None else "",
+                request_id,
+            )
+            return EntryOutput(dict(data), 0)
+        result = http_call(
+            self.session,
+            method,
+            call.url,
+            headers=call.headers,
+            params=call.params,
+            json_body=call.json_,
+            timeout_seconds=call.timeout_seconds,
+            request_id=request_id,
+            deadline=deadline,
+        )
+        output: Any = result.output
+        return EntryOutput(
+            output if isinstance(output, dict) else {"data": output}, result.attempts
+        )
+
+    def _function(
+        self, entry: FunctionEntry, data: dict[str, Any], request_id: str, deadline: float | None
+    ) -> EntryOutput:
+        function = load_function(entry.function, self.config.base_dir, self.job_id)
+        context = FunctionContext(
+            dry_run=self.dry_run,
+            job_id=self.job_id,
+            run_id=self.run_id,
+            scheduled_for=self.scheduled_for,
+            logger=self.logger,
+            request_id=request_id,
+            deadline=deadline,
+        )
+        result = function(copy.deepcopy({**data, **entry.input}), context)
+        if result is None:
+            return EntryOutput({}, 1)
+        if not isinstance(result, dict):
+            raise ChainError(
+                self.job_id,
+                f"function {entry.function} returned {type(result).__name__}, expected a dict",
+            )
+        # Steps pass JSON to each other: a datetime or a set becomes a string here, not
+        # a serialisation error in the next integration call.
+        normalised: dict[str, Any] = json.loads(json.dumps(result, default=str))
+        return EntryOutput(normalised, 1)
+
+
+def load_function(ref: str, base_dir: Path, job_id: str = "-") -> Callable[..., Any]:
+    """Import `"module:callable"` from `base_dir` (or anywhere on sys.path).
+
+    Raises:
+        ChainError: the module cannot be imported or has no such callable.
+    """
+    module_name, _, attr = ref.partition(":")
+    module = sys.modules.get(module_name)
+    if module is None:
+        with _IMPORT_LOCK:
+            module = _import(module_name, ref, base_dir, job_id)
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise ChainError(job_id, f"function {ref}: module {module_name} has no callable {attr!r}")
+    return function  # type: ignore[no-any-return]
+
+
+def _import(module_name: str, ref: str, base_dir: Path, job_id: str) -> Any:
+    folder = str(base_dir)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        importlib.invalidate_caches()
+        return importlib.import_module(module_name)
+    except ImportError as err:
+        raise ChainError(
+            job_id, f"function {ref}: cannot import {module_name} from {folder} ({err})"
+        ) from None
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)

@@ -1,0 +1,292 @@
+"""The one truth of fire times (SPEC §5): next_fire, fires_between, blackouts, descriptions.
+
+Pure: it never reads a clock, every instant is passed in; it returns aware UTC datetimes and
+uses the job's zone only inside. It does not decide misfires or catch-up policy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import islice
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from poller.config import WEEKDAY_NAMES, Job, Schedule, format_duration
+from poller.errors import PollerError
+
+LOCALTIME = Path("/etc/localtime")
+SINGLE_RANGE_RE = re.compile(r"(?<!\d)(\d+)-(\d+)(?:/\d+)?(?!\d)")
+DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+# An `every` job whose fires keep missing its `days` (e.g. every 7d anchored on a Tuesday but
+# only on Mondays) never fires; after this many skipped fires we say so instead of looping.
+EVERY_DAYS_MAX_SKIPS = 1000
+
+
+class NeverFiresError(PollerError):
+    """A schedule that has no fire after the given instant."""
+
+    def __init__(self, schedule: str, after: datetime, reason: str) -> None:
+        self.schedule = schedule
+        self.after = after
+        self.reason = reason
+        super().__init__(f"{schedule} never fires after {after.isoformat()}: {reason}")
+
+
+def local_zone() -> ZoneInfo:
+    """The machine's zone as a real IANA zone (never a fixed offset), UTC if unknown."""
+    name = os.environ.get("TZ", "").strip().removeprefix(":")
+    if "zoneinfo/" in name:
+        name = name.rsplit("zoneinfo/", 1)[1]
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    try:
+        # readlink, not resolve: one system call, and this runs once per job at start.
+        target = str(LOCALTIME.readlink())
+        if "zoneinfo/" in target:
+            return ZoneInfo(target.rsplit("zoneinfo/", 1)[1])
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        pass
+    try:
+        with LOCALTIME.open("rb") as handle:
+            return ZoneInfo.from_file(handle, key="localtime")
+    except (ValueError, OSError):
+        return ZoneInfo("UTC")
+
+
+def zone_of(schedule: Schedule) -> ZoneInfo:
+    """The zone a schedule's wall-clock times are read in."""
+    return local_zone() if schedule.timezone is None else ZoneInfo(schedule.timezone)
+
+
+def next_fire(schedule: Schedule, after: datetime, anchor: datetime | None = None) -> datetime:
+    """The first fire strictly after `after` (aware), as aware UTC.
+
+    `anchor` is the previous scheduled fire of an `every` job (None: `after` itself, so a job
+    seen for the first time fires one interval after it was loaded); other kinds ignore it.
+    Raises NeverFiresError if the schedule has no fire after `after`.
+    """
+    for fire in _fires(schedule, after, anchor):
+        return fire
+    if schedule.cron is not None:
+        raise NeverFiresError(f"cron {schedule.cron}", after, "no match within 50 years")
+    raise NeverFiresError(describe(schedule), after, "its fires never fall on its days")
+
+
+def fires_between(
+    schedule: Schedule,
+    start: datetime,
+    end: datetime,
+    anchor: datetime | None = None,
+    limit: int | None = None,
+) -> list[datetime]:
+    """Fire times in (start, end], in order, at most `limit` of them (aware UTC)."""
+    result: list[datetime] = []
+    if end <= start or limit == 0:
+        return result
+    for fire in islice(_fires(schedule, start, anchor), limit):
+        if fire > end:
+            break
+        result.append(fire)
+    return result
+
+
+def blackout_reason(job: Job, instant: datetime, tz: ZoneInfo) -> str | None:
+    """Why `instant` is blacked out for `job` (judged on its local date in `tz`), else None."""
+    local = instant.astimezone(tz).date()
+    if local.weekday() in job.blackout_weekdays:
+        return f"blackout day ({DAY_NAMES[local.weekday()]})"
+    if local in job.blackout_dates:
+        return f"blackout date {local.isoformat()}"
+    return None
+
+
+def describe(schedule: Schedule) -> str:
+    """The schedule in words, e.g. "at 08:00 and 17:30:15 on Mon, Tue" or "every 10m"."""
+    if schedule.cron is not None:
+        try:
+            words = CronSim(_single_ranges(schedule.cron), datetime(2000, 1, 1)).explain()
+        except CronSimError:
+            return f"cron {schedule.cron}"
+        return f"cron {schedule.cron} ({words})"
+    on_days = _describe_days(schedule.days)
+    if schedule.every_seconds is not None:
+        return f"every {format_duration(schedule.every_seconds)}{on_days}"
+    times = [_clock(t) for t in sorted(schedule.times)]
+    listed = times[0] if len(times) == 1 else ", ".join(times[:-1]) + " and " + times[-1]
+    return f"{'at' if on_days else 'daily at'} {listed}{on_days}"
+
+
+# --- the three kinds ------------------------------------------------------------------
+
+
+def _fires(schedule: Schedule, after: datetime, anchor: datetime | None) -> Iterator[datetime]:
+    """Successive fires strictly after `after`, strictly increasing, aware UTC."""
+    for instant in (after, anchor):
+        if instant is not None and (instant.tzinfo is None or instant.utcoffset() is None):
+            raise ValueError(f"expected an aware datetime, got {instant.isoformat()}")
+    zone = zone_of(schedule)
+    if schedule.days is not None and not schedule.days:
+        return
+    if schedule.times:
+        yield from _time_fires(schedule, after, zone)
+    elif schedule.every_seconds is not None:
+        interval = timedelta(seconds=schedule.every_seconds)
+        yield from _every_fires(interval, schedule.days, after, anchor or after, zone)
+    elif schedule.cron is not None:
+        yield from _cron_fires(schedule.cron, after, zone)
+
+
+def _time_fires(schedule: Schedule, after: datetime, zone: ZoneInfo) -> Iterator[datetime]:
+    # Walking (local date, time) in order gives non-decreasing instants, because a skipped
+    # time maps to the end of its gap and a repeated one to its first occurrence; so the
+    # first candidate past `after` is the answer. The day before is included for zones whose
+    # clocks fall back across midnight.
+    clocks = [time(hour, minute, second) for hour, minute, second in sorted(schedule.times)]
+    day = after.astimezone(zone).date() - timedelta(days=1)
+    last = after
+    while True:
+        if schedule.days is None or day.weekday() in schedule.days:
+            for clock in clocks:
+                fire = _wall_instant(day, clock, zone)
+                if fire > last:
+                    last = fire
+                    yield fire
+        day += timedelta(days=1)
+
+
+def _every_fires(
+    interval: timedelta,
+    days: frozenset[int] | None,
+    after: datetime,
+    anchor: datetime,
+    zone: ZoneInfo,
+) -> Iterator[datetime]:
+    # Elapsed time: anchor + k * interval, k >= 1, in UTC; DST never moves it. `days` only
+    # drops fires whose local weekday is not listed, jumping to the next listed day.
+    anchor = anchor.astimezone(UTC)
+    k = max(1, (after - anchor) // interval + 1)
+    skipped = 0
+    while True:
+        fire = anchor + k * interval
+        local_day = fire.astimezone(zone).date()
+        if days is None or local_day.weekday() in days:
+            skipped = 0
+            yield fire
+            k += 1
+            continue
+        skipped += 1
+        if skipped > EVERY_DAYS_MAX_SKIPS:
+            return
+        day = local_day + timedelta(days=1)
+        while day.weekday() not in days:
+            day += timedelta(days=1)
+        start = _wall_instant(day, time(0), zone)
+        k = max(k + 1, -((anchor - start) // interval))
+
+
+class _WallClockCronSim(CronSim):
+    """cronsim with one fix for zones whose clocks shift by 30 minutes (Lord Howe).
+
+    cronsim 2.8 moves to the next allowed hour by ticking 3600 s of real time; across a
+    30-minute shift that lands on HH:30 and skips HH:00-HH:29 of the hour it was looking for
+    (`0 */5 * * *` would miss 05:00). After each tick we step back to the start of the wall
+    hour when that is a real instant later than the one we ticked from.
+    """
+
+    def advance_hour(self) -> bool:
+        if self.dt.hour in self.hours:
+            return False
+        self.dt = self.dt.replace(minute=0, second=0)
+        while self.dt.hour not in self.hours:
+            before = self.dt
+            self.tick(seconds=3600)
+            self._back_to_hour_start(before)
+            if self.dt.hour == 0:
+                break
+        return True
+
+    def _back_to_hour_start(self, before: datetime) -> None:
+        zone = self.dt.tzinfo
+        if zone is None or (self.dt.minute == 0 and self.dt.second == 0):
+            return
+        start = self.dt.replace(minute=0, second=0).astimezone(UTC)
+        is_real = start.astimezone(zone).replace(tzinfo=None) == self.dt.replace(
+            minute=0, second=0, tzinfo=None
+        )
+        if is_real and before.astimezone(UTC) < start < self.dt.astimezone(UTC):
+            self.dt = start.astimezone(zone)
+
+
+def _cron_fires(expr: str, after: datetime, zone: ZoneInfo) -> Iterator[datetime]:
+    # cronsim follows Debian cron: an expression whose minute and hour fields both do not
+    # start with "*" runs at a fixed wall time (a skipped one at the end of the gap, a
+    # repeated one at its first occurrence); otherwise it follows the wall clock and fires in
+    # both copies of a repeated hour. It works on local wall time, so a fixed-time fire can
+    # fall at or before `after` when `after` lies in the second copy; those are dropped, as
+    # are duplicates when several skipped times map to the same gap end.
+    try:
+        times = _WallClockCronSim(_single_ranges(expr), after.astimezone(zone))
+    except CronSimError as err:
+        raise NeverFiresError(f"cron {expr}", after, str(err)) from None
+    last = after
+    for local in times:
+        fire = local.astimezone(UTC)
+        if fire > last:
+            last = fire
+            yield fire
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _wall_instant(day: date, clock: time, zone: ZoneInfo) -> datetime:
+    """The UTC instant a wall time fires at: a skipped time at the end of its gap, a
+    repeated one at its first occurrence."""
+    naive = datetime.combine(day, clock)
+    first = naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    second = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if first <= second:
+        return first
+    # Skipped: fold=1 reads the time with the offset after the gap (an instant before the
+    # transition), fold=0 with the offset before it (an instant after). The fire is the
+    # transition itself: the first whole second in (second, first] with the new offset.
+    offset_after = first.astimezone(zone).utcoffset()
+    low, high = 0, int((first - second).total_seconds())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if (second + timedelta(seconds=middle)).astimezone(zone).utcoffset() == offset_after:
+            high = middle
+        else:
+            low = middle
+    return second + timedelta(seconds=high)
+
+
+def _single_ranges(expr: str) -> str:
+    """Rewrite a one-value range ("5-5", "5-5/2") as the plain value, as Debian cron reads it.
+
+    cronsim reads "5-5/2" like "5/2" (5, 7, …, 59); Debian steps within the range: only 5.
+    """
+    return SINGLE_RANGE_RE.sub(_single_range, expr)
+
+
+def _single_range(match: re.Match[str]) -> str:
+    return match[1] if int(match[1]) == int(match[2]) else match[0]
+
+
+def _clock(value: tuple[int, int, int]) -> str:
+    hour, minute, second = value
+    return f"{hour:02d}:{minute:02d}" + (f":{second:02d}" if second else "")
+
+
+def _describe_days(days: frozenset[int] | None) -> str:
+    if days is None or len(days) == 7:
+        return ""
+    return " on " + ", ".join(WEEKDAY_NAMES[d].title() for d in sorted(days))

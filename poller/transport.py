@@ -1,0 +1,258 @@
+"""One HTTP exchange and the retry loop around it, shared by the platform client and plain calls.
+
+Translates every requests exception into an AttemptError and, once retries are spent, into
+a CallError; builds secret-free body excerpts. Auth and URLs are lookup.py's business.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from poller.clock import Clock
+from poller.errors import CallError
+from poller.retry import RetryPolicy, is_retryable_status, retry_after_seconds, retry_delay
+
+log = logging.getLogger(__name__)
+
+EXCERPT_CHARS = 200
+REDACTED = "***"
+# Header and query names whose values are treated as credentials and redacted.
+SENSITIVE_NAME_RE = re.compile(r"auth|cookie|key|token|secret|pass|signature|session", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """The answer of one logical call (after its retries)."""
+
+    output: dict[str, Any]
+    attempts: int
+    status: int
+
+
+class AttemptError(Exception):
+    """One failed attempt, as the retry loop sees it; never leaves transport.py and lookup.py."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        excerpt: str = "",
+        retryable: bool = False,
+        retry_after: float | None = None,
+        login_generation: int | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.excerpt = excerpt
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.login_generation = login_generation  # set on a 401 that a new login may cure
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A response read in full (so a connection broken mid-body fails inside `send`)."""
+
+    status: int
+    phrase: str
+    headers: Mapping[str, str]
+    content: bytes
+    cookie_values: tuple[str, ...] = ()  # values set by this response (session credentials)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What the retry loop needs to know about one logical call."""
+
+    environment: str
+    target: str  # integration id, or a URL without query for plain calls
+    policy: RetryPolicy
+    timeout_seconds: float
+    deadline: float | None
+    clock: Clock
+    rng: random.Random | None
+
+
+def send(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    json_body: Any = None,
+    params: Mapping[str, Any] | None = None,
+) -> Answer:
+    """One HTTP exchange; translates every requests exception into an AttemptError."""
+    try:
+        response = session.request(
+            method,
+            url,
+            headers=dict(headers),
+            params=dict(params or {}),
+            json=json_body,
+            timeout=(timeout, timeout),
+        )
+        content = response.content
+    except requests.Timeout:
+        raise AttemptError(f"timed out after {timeout:.3g} s", retryable=True) from None
+    except requests.exceptions.ChunkedEncodingError:
+        raise AttemptError("connection closed mid-response", retryable=True) from None
+    except requests.ConnectionError as err:
+        raise AttemptError(f"connection failed ({_root_cause(err)})", retryable=True) from None
+    except requests.RequestException as err:
+        raise AttemptError(f"request not sent ({type(err).__name__})") from None
+    cookies = tuple(cookie.value or "" for cookie in response.cookies)
+    return Answer(response.status_code, response.reason or "", response.headers, content, cookies)
+
+
+def _root_cause(err: BaseException) -> str:
+    """The class name of the innermost cause (urllib3 nests them in args and `reason`)."""
+    current = err
+    for _ in range(8):
+        nested = getattr(current, "reason", None)
+        if not isinstance(nested, BaseException):
+            nested = next((a for a in current.args if isinstance(a, BaseException)), None)
+        nested = nested or current.__cause__
+        if nested is None:
+            break
+        current = nested
+    return type(current).__name__
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret (3 characters or more) replaced, longest first."""
+    for secret in sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def excerpt(content: bytes, secrets: Iterable[str]) -> str:
+    """A short one-line, secret-free excerpt of a response body for errors."""
+    secrets = list(secrets)
+    longest = max((len(s) for s in secrets), default=0)
+    # Redact before cutting, so the cut cannot leave the start of a secret behind.
+    text = content[: 4 * (EXCERPT_CHARS + longest)].decode("utf-8", errors="replace")
+    text = " ".join(redact(text, secrets).split())
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+
+
+def sensitive_values(values: Mapping[str, Any]) -> list[str]:
+    """The values of headers or parameters whose names suggest a credential."""
+    return [str(v) for k, v in values.items() if SENSITIVE_NAME_RE.search(k) and v is not None]
+
+
+def check_status(answer: Answer, secrets: Iterable[str], clock: Clock) -> None:
+    """Raise an AttemptError for any non-2xx answer: retryable for 429 and 5xx only."""
+    if 200 <= answer.status < 300:
+        return
+    retryable = is_retryable_status(answer.status)
+    raise AttemptError(
+        answer.phrase or "error",
+        status=answer.status,
+        excerpt=excerpt(answer.content, secrets),
+        retryable=retryable,
+        retry_after=(
+            retry_after_seconds(answer.headers.get("Retry-After"), clock.now())
+            if retryable
+            else None
+        ),
+    )
+
+
+def with_retries(
+    call: Call,
+    attempt: Callable[[float], tuple[int, dict[str, Any]]],
+    invalidate_login: Callable[[int], None] | None = None,
+) -> CallResult:
+    """Run `attempt(timeout)` until it succeeds, fails for good, or retries run out.
+
+    A 401 that a new login may cure is repeated once without counting against retries.
+    """
+    attempts, failures, relogged = 0, 0, False
+    last: AttemptError | None = None
+    while True:
+        timeout = call.timeout_seconds
+        if call.deadline is not None:
+            timeout = min(timeout, call.deadline - time.monotonic())
+            if timeout <= 0:
+                reason = f"{last.reason}; " if last else ""
+                raise CallError(
+                    call.environment,
+                    call.target,
+                    last.status if last else None,
+                    attempts,
+                    last.excerpt if last else "",
+                    reason=reason + "run timeout reached",
+                )
+        attempts += 1
+        started = time.monotonic()
+        try:
+            status, output = attempt(timeout)
+        except AttemptError as failure:
+            last = failure
+            log.debug(
+                "%s %s attempt %d: %s %s",
+                call.environment,
+                call.target,
+                attempts,
+                failure.status or "-",
+                failure.reason,
+            )
+            if failure.login_generation is not None and invalidate_login and not relogged:
+                relogged = True
+                invalidate_login(failure.login_generation)
+                log.info("%s %s: HTTP 401, logging in again", call.environment, call.target)
+                continue
+            if failure.login_generation is not None:
+                failure.reason += "; still unauthorized after logging in again"
+            if not failure.retryable:
+                raise _call_error(call, failure, attempts) from None
+            failures += 1
+            delay = retry_delay(call.policy, failures, failure.retry_after, call.rng)
+            if delay is None:
+                raise _call_error(call, failure, attempts) from None
+            if call.deadline is not None and time.monotonic() + delay >= call.deadline:
+                failure.reason += "; the run timeout leaves no time to retry"
+                raise _call_error(call, failure, attempts) from None
+            log.warning(
+                "%s %s attempt %d failed (%s %s); retry %d of %d in %.2f s",
+                call.environment,
+                call.target,
+                attempts,
+                failure.status or "-",
+                failure.reason,
+                failures,
+                call.policy.retries,
+                delay,
+            )
+            # A wake() cuts the wait short and the next attempt starts at once: the clock
+            # may be shared with the daemon loop, so a wake need not be meant for us.
+            if call.clock.wait(delay):
+                log.debug("%s %s: retry wait cut short", call.environment, call.target)
+            continue
+        log.debug(
+            "%s %s attempt %d: %d in %d ms",
+            call.environment,
+            call.target,
+            attempts,
+            status,
+            (time.monotonic() - started) * 1000,
+        )
+        return CallResult(output, attempts, status)
+
+
+def _call_error(call: Call, failure: AttemptError, attempts: int) -> CallError:
+    return CallError(
+        call.environment, call.target, failure.status, attempts, failure.excerpt, failure.reason
+    )

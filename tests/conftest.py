@@ -1,0 +1,55 @@
+"""Shared fixtures: the stand-in platform server and a FakeClock that never really waits."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.platform import PlatformServer
+
+
+class FakeClock:
+    """A Clock for tests: now() only moves when told; wait() records and advances at once."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._lock = threading.Lock()
+        self._now = start or datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+        self.waits: list[float] = []
+        self.wakes = 0
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def set(self, instant: datetime) -> None:
+        with self._lock:
+            self._now = instant
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+
+    def wait(self, seconds: float) -> bool:
+        with self._lock:
+            self.waits.append(seconds)
+            self._now += timedelta(seconds=max(seconds, 0.0))
+        return False
+
+    def wake(self) -> None:
+        with self._lock:
+            self.wakes += 1
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def platform() -> Iterator[PlatformServer]:
+    """A fresh stand-in platform on 127.0.0.1, stopped after the test."""
+    with PlatformServer() as server:
+        yield server

@@ -1,0 +1,122 @@
+"""A real `python app.py` daemon in a subprocess, for end-to-end tests.
+
+Writes config.json into a temporary folder, starts the daemon on it, and offers waits on
+conditions (log lines, run records) with bounded timeouts instead of sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from poller.history import HistoryStore
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+class DaemonProcess:
+    def __init__(self, folder: Path, config: dict[str, Any], env: dict[str, str] | None = None):
+        self.folder = folder
+        self.config_path = folder / "config.json"
+        self.log_path = folder / "logs" / "logfile.log"
+        self.db_path = folder / "data" / "poller.db"
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.write_config(config)
+
+    def write_config(self, config: dict[str, Any] | str) -> None:
+        text = config if isinstance(config, str) else json.dumps(config, indent=2)
+        self.config_path.write_text(text)
+
+    def replace_config(self, config: dict[str, Any]) -> None:
+        """Save as editors do: write a temp file, then rename it over the config."""
+        temp = self.folder / ".config.json.tmp"
+        temp.write_text(json.dumps(config, indent=2))
+        temp.replace(self.config_path)
+
+    def start(self, *args: str) -> DaemonProcess:
+        starts = self.log().count("Poller started")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py"), "--config", str(self.config_path), *args],
+            cwd=self.folder,
+            env=self.env,
+            stdout=open(self.folder / "stdout.txt", "ab"),  # noqa: SIM115
+            stderr=open(self.folder / "stderr.txt", "ab"),  # noqa: SIM115
+        )
+        proc = self.proc
+        wait_until(
+            lambda: self.log().count("Poller started") > starts or proc.poll() is not None,
+            timeout=15,
+            what="the daemon to start",
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def stderr(self) -> str:
+        path = self.folder / "stderr.txt"
+        return path.read_text() if path.exists() else ""
+
+    def wait_log(self, text: str, timeout: float = 10.0, count: int = 1) -> str:
+        wait_until(
+            lambda: self.log().count(text) >= count, timeout, what=f"{count}x {text!r} in the log"
+        )
+        return self.log()
+
+    def runs(self, job_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        if not self.db_path.exists():
+            return []
+        store = HistoryStore(self.db_path)
+        try:
+            return store.recent(job_id, limit=10_000, status=status)
+        finally:
+            store.close()
+
+    def wait_runs(
+        self, job_id: str, count: int, status: str | None = None, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        return wait_until(  # type: ignore[no-any-return]
+            lambda: (runs := self.runs(job_id, status)) and len(runs) >= count and runs,
+            timeout,
+            what=f"{count} {status or ''} runs of {job_id}",
+        )
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
