@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from tests.daemonproc import FUNCTIONS, DaemonProcess
 from tests.platform import PlatformServer
 
 
@@ -53,3 +55,19 @@ def platform() -> Iterator[PlatformServer]:
     """A fresh stand-in platform on 127.0.0.1, stopped after the test."""
     with PlatformServer() as server:
         yield server
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A config folder with steps.py (functions tick and nap) for daemon tests."""
+    (tmp_path / "steps.py").write_text(FUNCTIONS)
+    return tmp_path
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    """Daemons a test starts; each is stopped afterwards."""
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.stop()

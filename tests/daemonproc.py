@@ -17,8 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from poller.history import HistoryStore
+from tests.platform import PlatformServer
 
 REPO = Path(__file__).resolve().parent.parent
+FUNCTIONS = """  # steps.py of a test config folder
+import time
+
+def tick(data, context):
+    return {"tick": True}
+
+def nap(data, context):
+    time.sleep(float(data.get("seconds", 1)))
+    return {"slept": True}
+"""
 
 
 def wait_until(
@@ -120,3 +131,31 @@ class DaemonProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+
+def config_with(
+    *jobs: dict[str, Any], platform: PlatformServer | None = None, **settings: Any
+) -> dict[str, Any]:
+    config: dict[str, Any] = {"settings": settings, "jobs": list(jobs)}
+    if platform is not None:
+        config["environments"] = {
+            "live": {"base_url": platform.url, "retries": 0, "timeout_seconds": 10}
+        }
+    return config
+
+
+def tick_job(job_id: str, every: str = "1s", **fields: Any) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "every": every,
+        "integrationIDs": [[{"function": "steps:tick"}]],
+        **fields,
+    }
+
+
+def launch(daemons: list[DaemonProcess], folder: Path, config: dict[str, Any]) -> DaemonProcess:
+    daemon = DaemonProcess(folder, config)
+    daemons.append(daemon)
+    daemon.start()
+    assert daemon.proc is not None and daemon.proc.poll() is None, daemon.stderr()
+    return daemon

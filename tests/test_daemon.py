@@ -9,69 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from poller.history import HistoryStore
-from tests.daemonproc import REPO, DaemonProcess, wait_until
+from tests.daemonproc import REPO, DaemonProcess, config_with, launch, tick_job, wait_until
 from tests.platform import PlatformServer, slow
-
-FUNCTIONS = """
-import time
-
-def tick(data, context):
-    return {"tick": True}
-
-def nap(data, context):
-    time.sleep(float(data.get("seconds", 1)))
-    return {"slept": True}
-"""
-
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    (tmp_path / "steps.py").write_text(FUNCTIONS)
-    return tmp_path
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.stop()
-
-
-def config_with(
-    *jobs: dict[str, Any], platform: PlatformServer | None = None, **settings: Any
-) -> dict[str, Any]:
-    config: dict[str, Any] = {"settings": settings, "jobs": list(jobs)}
-    if platform is not None:
-        config["environments"] = {
-            "live": {"base_url": platform.url, "retries": 0, "timeout_seconds": 10}
-        }
-    return config
-
-
-def tick_job(job_id: str, every: str = "1s", **fields: Any) -> dict[str, Any]:
-    return {
-        "id": job_id,
-        "every": every,
-        "integrationIDs": [[{"function": "steps:tick"}]],
-        **fields,
-    }
-
-
-def launch(daemons: list[DaemonProcess], folder: Path, config: dict[str, Any]) -> DaemonProcess:
-    daemon = DaemonProcess(folder, config)
-    daemons.append(daemon)
-    daemon.start()
-    assert daemon.proc is not None and daemon.proc.poll() is None, daemon.stderr()
-    return daemon
 
 
 def test_fires_on_schedule_without_drift(folder: Path, daemons: list[DaemonProcess]) -> None:

@@ -1,0 +1,270 @@
+"""The loop's timing logic with an injected clock: no drift, DST, catch-up, misfires, reload."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from poller.config import Config, Job
+from poller.configfile import parse_config
+from poller.daemon import Daemon
+from poller.history import HistoryStore
+from poller.results import RunResult
+from poller.scheduling import FireJob, HeapScheduler
+from poller.timing import fires_between, next_fire
+from tests.conftest import FakeClock
+from tests.daemonproc import wait_until
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def loop(scheduler: HeapScheduler, clock: FakeClock, until: datetime) -> None:
+    """What app.py's loop does, with the fake clock: run what is due, then sleep till next."""
+    while clock.now() < until:
+        scheduler.run_pending()
+        idle = scheduler.idle_seconds
+        left = (until - clock.now()).total_seconds()
+        clock.wait(min(idle if idle is not None else 30.0, 30.0, left))
+
+
+def test_fires_come_from_the_plan_in_due_order(fake_clock: FakeClock) -> None:
+    scheduler = HeapScheduler(fake_clock)
+    fired: list[tuple[str, datetime]] = []
+
+    def fire(job: FireJob) -> None:
+        fired.append((job.job_id, job.due_at))
+        fake_clock.advance(0.7)  # a slow hand-off must not shift the next fire
+
+    for name, seconds in (("a", 3), ("b", 2), ("c", 5)):
+
+        def plan(after: datetime, step: int = seconds) -> datetime:
+            return after + timedelta(seconds=step)
+
+        scheduler.add(name, plan, plan(T0), fire)
+    fake_clock.set(T0)
+    loop(scheduler, fake_clock, T0 + timedelta(seconds=10))
+    assert [f[1] for f in fired] == sorted(f[1] for f in fired)
+    for name, seconds in (("a", 3), ("b", 2), ("c", 5)):
+        times = [at for job, at in fired if job == name]
+        assert times == [T0 + timedelta(seconds=seconds * k) for k in range(1, len(times) + 1)]
+    assert len(scheduler.get_jobs()) == 3
+
+
+def test_cancelled_and_replaced_jobs_do_not_fire(fake_clock: FakeClock) -> None:
+    scheduler = HeapScheduler(fake_clock)
+    fired: list[str] = []
+
+    def plan(after: datetime) -> datetime:
+        return after + timedelta(seconds=1)
+
+    gone = scheduler.add("gone", plan, T0 + timedelta(seconds=1), lambda j: fired.append("gone"))
+    scheduler.add("moved", plan, T0 + timedelta(seconds=1), lambda j: fired.append("old"))
+    scheduler.add("moved", plan, T0 + timedelta(seconds=3), lambda j: fired.append("new"))
+    scheduler.cancel_job(gone)
+    fake_clock.set(T0)
+    loop(scheduler, fake_clock, T0 + timedelta(seconds=3.5))
+    assert fired == ["new"]
+    assert scheduler.next_due() == T0 + timedelta(seconds=4)
+
+
+@pytest.fixture
+def london_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "Europe/London")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"time": "01:30"}, {"every": "30m"}, {"cron": "*/20 1 * * *"}, {"time": ["00:59", "02:00"]}],
+    ids=["time-in-gap", "every-30m", "cron-in-gap", "times-around-gap"],
+)
+@pytest.mark.parametrize(
+    "start",
+    [datetime(2026, 3, 28, 22, tzinfo=UTC), datetime(2026, 10, 24, 22, tzinfo=UTC)],
+    ids=["spring", "autumn"],
+)
+def test_loop_across_dst_fires_when_timing_says(
+    london_process: None, fake_clock: FakeClock, fields: dict[str, Any], start: datetime
+) -> None:
+    job = Job.model_validate({"id": "j", "integrationIDs": [["a"]], **fields})
+    schedule = job.schedule("Europe/London")
+    scheduler = HeapScheduler(fake_clock)
+    fired: list[datetime] = []
+    fake_clock.set(start)
+
+    def plan(after: datetime) -> datetime:
+        return next_fire(schedule, after, start)
+
+    scheduler.add("j", plan, plan(start), lambda j: fired.append(j.due_at))
+    end = start + timedelta(hours=30)
+    loop(scheduler, fake_clock, end)
+    assert fired == [f for f in fires_between(schedule, start, end, start) if f < end]
+    assert fired, "the window must contain fires"
+
+
+def write_config(tmp_path: Path, jobs: list[dict[str, Any]]) -> Config:
+    import json
+
+    return parse_config(json.dumps({"jobs": jobs}), tmp_path / "config.json", environ={})
+
+
+class Recorder:
+    """A chain runner for the daemon that records what it was asked to run."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.calls: list[tuple[str, str, datetime | None]] = []
+        self.seconds = seconds
+
+    def __call__(self, job: Job, config: Config, clients: object, **kw: Any) -> RunResult:
+        self.calls.append((job.id, kw["trigger"], kw["scheduled_for"]))
+        time.sleep(self.seconds)
+        now = datetime.now(UTC)
+        return RunResult(
+            kw["run_id"], job.id, kw["trigger"], kw["scheduled_for"], now, now, "success"
+        )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[HistoryStore]:
+    history = HistoryStore(tmp_path / "poller.db")
+    yield history
+    history.close()
+
+
+def make_daemon(
+    tmp_path: Path,
+    store: HistoryStore,
+    clock: FakeClock,
+    jobs: list[dict[str, Any]],
+    runner: Recorder,
+) -> Daemon:
+    daemon = Daemon(write_config(tmp_path, jobs), store, clock, run_chain=runner)
+    daemon.start()
+    return daemon
+
+
+def settle(daemon: Daemon) -> None:
+    wait_until(lambda: daemon.inflight() == 0, timeout=5, what="runs to finish")
+
+
+def every_second(**fields: Any) -> dict[str, Any]:
+    return {"id": "t", "every": "1s", "integrationIDs": [["a"]], **fields}
+
+
+def test_catch_up_after_downtime_coalesces(
+    tmp_path: Path, store: HistoryStore, fake_clock: FakeClock
+) -> None:
+    fake_clock.set(T0)
+    runner = Recorder()
+    job = every_second(max_instances=10)
+    daemon = make_daemon(tmp_path, store, fake_clock, [job], runner)
+    loop(daemon.scheduler, fake_clock, T0 + timedelta(seconds=3.5))
+    settle(daemon)
+    daemon.stop(1)
+    assert [c[1] for c in runner.calls] == ["schedule"] * 3
+    fake_clock.advance(60)  # down for a minute
+    runner2 = Recorder()
+    daemon2 = make_daemon(tmp_path, store, fake_clock, [job], runner2)
+    daemon2.scheduler.run_pending()
+    settle(daemon2)
+    (call,) = runner2.calls
+    assert call[1] == "catch-up"
+    assert call[2] == fake_clock.now().replace(microsecond=0)  # the latest missed fire
+    assert daemon2.scheduler.next_due() == call[2] + timedelta(seconds=1)  # type: ignore[operator]
+
+
+def test_catch_up_each_is_capped_at_100(
+    tmp_path: Path, store: HistoryStore, fake_clock: FakeClock
+) -> None:
+    fake_clock.set(T0)
+    job = every_second(coalesce=False, max_instances=200)
+    daemon = make_daemon(tmp_path, store, fake_clock, [job], Recorder())
+    loop(daemon.scheduler, fake_clock, T0 + timedelta(seconds=1.5))
+    settle(daemon)
+    daemon.stop(1)
+    fake_clock.advance(250)
+    runner = Recorder()
+    daemon2 = make_daemon(tmp_path, store, fake_clock, [job], runner)
+    daemon2.scheduler.run_pending()
+    settle(daemon2)
+    assert len(runner.calls) == 100
+    assert {c[1] for c in runner.calls} == {"catch-up"}
+
+
+def test_fires_beyond_grace_become_one_misfire(
+    tmp_path: Path, store: HistoryStore, fake_clock: FakeClock
+) -> None:
+    fake_clock.set(T0)
+    runner = Recorder()
+    daemon = make_daemon(
+        tmp_path, store, fake_clock, [every_second(misfire_grace_seconds=10)], runner
+    )
+    loop(daemon.scheduler, fake_clock, T0 + timedelta(seconds=1.5))
+    settle(daemon)
+    fake_clock.advance(3600)  # a suspend: the loop wakes an hour late
+    daemon.scheduler.run_pending()
+    settle(daemon)
+    skipped = store.recent("t", status="skipped")
+    assert len(skipped) == 1
+    assert skipped[0]["reason"].startswith("misfire: 3590 fire(s) from")
+    assert runner.calls[-1][1] == "catch-up"
+    assert len(runner.calls) == 2
+
+
+def test_full_job_records_a_skip(
+    tmp_path: Path, store: HistoryStore, fake_clock: FakeClock
+) -> None:
+    fake_clock.set(T0)
+    runner = Recorder(seconds=0.5)
+    daemon = make_daemon(tmp_path, store, fake_clock, [every_second()], runner)
+    loop(daemon.scheduler, fake_clock, T0 + timedelta(seconds=2.5))
+    settle(daemon)
+    (skip,) = store.recent("t", status="skipped")
+    assert skip["reason"] == "already running (1 of max_instances 1)"
+
+
+def test_a_fire_runs_once_even_if_planned_twice(
+    tmp_path: Path, store: HistoryStore, fake_clock: FakeClock
+) -> None:
+    fake_clock.set(T0)
+    runner = Recorder()
+    daemon = make_daemon(tmp_path, store, fake_clock, [every_second(max_instances=5)], runner)
+    job = daemon.config.jobs[0]
+    at = T0 + timedelta(seconds=1)
+    assert daemon.dispatch(job, at, "schedule") is not None
+    assert daemon.dispatch(job, at, "schedule") is None
+    settle(daemon)
+    assert len(runner.calls) == 1
+
+
+def test_reload_keeps_unchanged_jobs(
+    tmp_path: Path, store: HistoryStore, fake_clock: FakeClock
+) -> None:
+    fake_clock.set(T0)
+    jobs = [
+        {"id": "keep", "every": "10s", "integrationIDs": [["a"]]},
+        {"id": "change", "every": "10s", "integrationIDs": [["a"]]},
+        {"id": "drop", "every": "10s", "integrationIDs": [["a"]]},
+    ]
+    daemon = make_daemon(tmp_path, store, fake_clock, jobs, Recorder())
+    keep_due = daemon.scheduler.by_id["keep"].due_at
+    fake_clock.advance(3)
+    new_jobs = [
+        jobs[0],
+        {**jobs[1], "every": "20s"},
+        {"id": "new", "every": "5s", "integrationIDs": [["a"]]},
+    ]
+    summary = daemon.apply(write_config(tmp_path, new_jobs))
+    assert str(summary) == "added new; changed change; removed drop; 1 unchanged"
+    assert daemon.scheduler.by_id["keep"].due_at == keep_due
+    assert daemon.scheduler.by_id["change"].due_at == T0 + timedelta(seconds=23)
+    assert daemon.scheduler.by_id["new"].due_at == T0 + timedelta(seconds=8)
+    assert "drop" not in daemon.scheduler.by_id
