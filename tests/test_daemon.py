@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,16 +113,21 @@ def test_rename_save_and_sighup_reload(folder: Path, daemons: list[DaemonProcess
     assert "added none; changed none; removed none; 2 unchanged" in daemon.log()
 
 
-def test_sigterm_lets_the_run_finish_and_exits_zero(
-    folder: Path, daemons: list[DaemonProcess]
-) -> None:
-    job = {
+def long_run(seconds: float) -> dict[str, Any]:
+    """A job that starts with the daemon and naps for `seconds`."""
+    return {
         "id": "long",
         "every": "1h",
         "run_on_start": True,
-        "input": {"seconds": 1.5},
+        "input": {"seconds": seconds},
         "integrationIDs": [[{"function": "steps:nap"}]],
     }
+
+
+def test_sigterm_lets_the_run_finish_and_exits_zero(
+    folder: Path, daemons: list[DaemonProcess]
+) -> None:
+    job = long_run(1.5)
     daemon = launch(daemons, folder, config_with(job))
     wait_until(lambda: daemon.runs("long", "running"), what="the run to start")
     daemon.signal(signal.SIGTERM)
@@ -134,13 +140,7 @@ def test_sigterm_lets_the_run_finish_and_exits_zero(
 def test_sigterm_grace_marks_unfinished_runs_interrupted(
     folder: Path, daemons: list[DaemonProcess]
 ) -> None:
-    job = {
-        "id": "long",
-        "every": "1h",
-        "run_on_start": True,
-        "input": {"seconds": 30},
-        "integrationIDs": [[{"function": "steps:nap"}]],
-    }
+    job = long_run(30)
     daemon = launch(daemons, folder, config_with(job, shutdown_grace_seconds=0.5))
     wait_until(lambda: daemon.runs("long", "running"), what="the run to start")
     began = time.monotonic()
@@ -154,13 +154,7 @@ def test_sigterm_grace_marks_unfinished_runs_interrupted(
 def test_kill_9_then_restart_marks_the_run_interrupted(
     folder: Path, daemons: list[DaemonProcess]
 ) -> None:
-    job = {
-        "id": "long",
-        "every": "1h",
-        "run_on_start": True,
-        "input": {"seconds": 30},
-        "integrationIDs": [[{"function": "steps:nap"}]],
-    }
+    job = long_run(30)
     daemon = launch(daemons, folder, config_with(job))
     wait_until(lambda: daemon.runs("long", "running"), what="the run to start")
     daemon.signal(signal.SIGKILL)
