@@ -442,3 +442,39 @@ def test_parse_config_does_not_touch_disk(tmp_path: Path) -> None:
 def test_config_error_message_counts() -> None:
     with pytest.raises(ConfigError, match=r"invalid config \(2 problems\):\n  a\.json"):
         parse_config('{"jobs": [{"label": "a"}], "x": 1}', Path("a.json"), environ={})
+
+
+_NAMES = ("A", "B", "DB_URL", "X1")
+_LITERAL = st.text(alphabet="ab -:/é{}", max_size=6)
+
+
+@st.composite
+def templates(draw: st.DrawFn) -> tuple[str, dict[str, str], str]:
+    """A string mixing literals, ${NAME}, ${NAME:-default} and $$, with its expected value."""
+    environ = draw(st.dictionaries(st.sampled_from(_NAMES), _LITERAL))
+    text, expected = "", ""
+    for _ in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(["literal", "variable", "dollar"]))
+        if kind == "literal":
+            piece = draw(_LITERAL)
+            text, expected = text + piece, expected + piece
+        elif kind == "dollar":
+            text, expected = text + "$$", expected + "$"
+        else:
+            name = draw(st.sampled_from(_NAMES))
+            if name in environ and draw(st.booleans()):
+                text, expected = text + f"${{{name}}}", expected + environ[name]
+            else:
+                default = draw(_LITERAL.filter(lambda t: "}" not in t))
+                text += f"${{{name}:-{default}}}"
+                expected += environ.get(name, default)
+    return text, environ, expected
+
+
+@given(templates())
+def test_interpolation_forms(case: tuple[str, dict[str, str], str]) -> None:
+    text, environ, expected = case
+    config = parse_config(
+        json.dumps({"jobs": [job(description=text)]}), Path("config.json"), environ=environ
+    )
+    assert config.jobs[0].description == expected

@@ -282,3 +282,18 @@ def test_history_command(folder: Path, daemons: list[DaemonProcess]) -> None:
         "output",
     }
     assert records[0]["started_at"] >= records[1]["started_at"]
+
+
+def test_a_second_sigint_exits_at_once(folder: Path, daemons: list[DaemonProcess]) -> None:
+    daemon = launch(daemons, folder, config_with(long_run(30)))
+    wait_until(lambda: daemon.runs("long", "running"), what="the run to start")
+    began = time.monotonic()
+    daemon.signal(signal.SIGINT)
+    daemon.wait_log("stopping: no new fires")
+    daemon.signal(signal.SIGINT)
+    assert daemon.wait_exit(10) == 130
+    assert time.monotonic() - began < 5
+    daemon.write_config(config_with({**long_run(30), "run_on_start": False}))
+    daemon.start()  # the next start marks the abandoned run interrupted
+    (run,) = daemon.runs("long")
+    assert run["status"] == "interrupted"
