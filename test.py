@@ -495,7 +495,7 @@ def test_secrets_appear_in_no_result_and_no_log_line(
 def test_every_log_line_of_a_run_names_its_job_and_run(
     platform: PlatformServer, tmp_path: Path, fns: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)
     steps = [[{"function": f"{fns}:add"}], [{"id": "A", "when": {"token": "n", "gt": 5}}]]
     result = run(event(platform, tmp_path, steps))
 
@@ -505,7 +505,7 @@ def test_every_log_line_of_a_run_names_its_job_and_run(
     assert messages[0] == "run started (trigger manual)"
     assert "add got keys []" in messages
     assert "integrationIDs[1][0] A skipped: n = 1, expected > 5" in messages
-    assert re.fullmatch(r"run finished: success in \d+ ms", messages[-1])
+    assert re.fullmatch(r"run finished: success in \d+ ms \(trigger manual\)", messages[-1])
 
 
 # --- events and results -----------------------------------------------------------------

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from poller.chainmodels import entry_id
+from poller.chainmodels import HttpEntry, entry_id
 from poller.clock import Clock, SystemClock
 from poller.conditions import evaluate
 from poller.config import Config, Job
@@ -108,17 +108,20 @@ def run_job(
             steps=tuple(steps),
             output=output,
         )
+        # One INFO line per run (its start is at DEBUG): a busy daemon's log stays readable.
         log.info(
-            "run finished: %s in %d ms%s",
+            "run finished: %s in %d ms (trigger %s%s)%s",
             status,
             _ms_since(began),
-            f" ({reason})" if reason else "",
+            trigger,
+            f", scheduled for {scheduled_for.astimezone(UTC).isoformat()}" if scheduled_for else "",
+            f": {reason}" if reason else "",
         )
         return result
 
     steps: list[StepResult] = []
     try:
-        if not force:
+        if not force and (job.blackout_days or job.blackout_dates):
             zone = zone_of(config.schedule(job))
             blackout = blackout_reason(job, scheduled_for or started_at, zone)
             if blackout:
@@ -131,13 +134,15 @@ def run_job(
                     scheduled_for=scheduled_for,
                     run_id=run_id,
                 )
-        log.info(
+        log.debug(
             "run started (trigger %s%s%s)",
             trigger,
             f", scheduled for {scheduled_for.astimezone(UTC).isoformat()}" if scheduled_for else "",
             ", dry run" if is_dry_run else "",
         )
-        session = http_session or requests.Session()
+        # A session costs time to build; only chains with plain HTTP entries need one.
+        has_http = any(isinstance(e, HttpEntry) for step in job.integrationIDs for e in step)
+        session = http_session or (requests.Session() if has_http else None)
         try:
             runner = StepRunner(
                 config=config,
@@ -153,7 +158,7 @@ def run_job(
             data = {**job.input, **(input or {})}
             stop, output = _run_chain(job, runner, data, steps, scheduled_for, log)
         finally:
-            if http_session is None:
+            if http_session is None and session is not None:
                 session.close()
         return finish("success" if stop is None else "failed", stop, steps, output)
     except Exception as err:  # the run boundary: a failure goes into the record
@@ -214,7 +219,7 @@ def _run_chain(
                     stop = error
                 continue
             records.append(StepResult(name, "success", s, e, result.attempts, _ms_since(began)))
-            log.info(
+            log.debug(
                 "%s succeeded in %d ms (%d attempt%s)",
                 where,
                 _ms_since(began),

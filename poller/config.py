@@ -344,6 +344,7 @@ class Config(Model):
     environments: dict[str, Environment] = Field(default_factory=dict)
     jobs: list[Job] = Field(default_factory=list)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _job_map: dict[str, Job] | None = PrivateAttr(default=None)
 
     @property
     def base_dir(self) -> Path:
@@ -355,9 +356,13 @@ class Config(Model):
 
     @property
     def job_map(self) -> dict[str, Job]:
-        return {job.id: job for job in self.jobs}
+        """Jobs by id (do not modify)."""
+        if self._job_map is None:
+            self._job_map = {job.id: job for job in self.jobs}
+        return self._job_map
 
     def schedule(self, job: Job) -> Schedule:
+        """A job's schedule, with settings.timezone as its default zone."""
         return job.schedule(self.settings.timezone)
 
     def secret_values(self) -> list[str]:

@@ -20,7 +20,7 @@ from poller import chainmodels
 from poller import config as models
 from poller.config import Config
 from poller.errors import ConfigError, Problem
-from poller.jsonpos import PathKey, line_col, locate
+from poller.jsonpos import Locations, PathKey, line_col
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _ALL_MODELS: tuple[type[BaseModel], ...] = (
@@ -75,7 +75,7 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     """Validate config text as if it were the file at `path` (relative paths resolve there)."""
     name = path.name
     raw = _parse_json(text, name)
-    positions = locate(text)
+    positions = Locations(text)
     problems: list[Problem] = []
     raw = _interpolate(
         raw, (), os.environ if environ is None else environ, name, positions, problems
@@ -158,19 +158,21 @@ def _interpolate(
     path: PathKey,
     environ: Mapping[str, str],
     name: str,
-    positions: dict[PathKey, tuple[int, int]],
+    positions: Locations,
     problems: list[Problem],
 ) -> Any:
+    # In place: the tree is json.loads' fresh output, and a copy of a 10,000-job file
+    # would cost time and memory for the few strings that hold a ${NAME}.
     if isinstance(value, dict):
-        return {
-            key: _interpolate(item, (*path, key), environ, name, positions, problems)
-            for key, item in value.items()
-        }
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) or (isinstance(item, str) and "$" in item):
+                value[key] = _interpolate(item, (*path, key), environ, name, positions, problems)
+        return value
     if isinstance(value, list):
-        return [
-            _interpolate(item, (*path, i), environ, name, positions, problems)
-            for i, item in enumerate(value)
-        ]
+        for i, item in enumerate(value):
+            if isinstance(item, (dict, list)) or (isinstance(item, str) and "$" in item):
+                value[i] = _interpolate(item, (*path, i), environ, name, positions, problems)
+        return value
     if not isinstance(value, str) or "$" not in value:
         return value
 
@@ -182,7 +184,7 @@ def _interpolate(
             return environ[var]
         if default is not None:
             return default
-        line, column = positions.get(path, (None, None))
+        line, column = positions.find(path)
         problems.append(
             Problem(
                 name,
@@ -214,7 +216,7 @@ def render_path(path: PathKey) -> str:
 
 
 def _problems_from(
-    err: ValidationError, raw: Any, name: str, positions: dict[PathKey, tuple[int, int]]
+    err: ValidationError, raw: Any, name: str, positions: Locations
 ) -> list[Problem]:
     merged: dict[PathKey, Problem] = {}
     for error in err.errors():
@@ -222,7 +224,7 @@ def _problems_from(
         path, node = _data_path(error["loc"], raw, keep_last=kind in ("missing", "extra_forbidden"))
         if kind == "extra_forbidden":
             expected = "unknown field" + _suggest(str(path[-1]), node)
-            problem = Problem(name, render_path(path), expected, *_pos(positions, path))
+            problem = Problem(name, render_path(path), expected, *positions.find(path))
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
             if kind == "missing":
@@ -239,7 +241,7 @@ def _problems_from(
                 name,
                 render_path(path),
                 message,
-                *_pos(positions, path),
+                *positions.find(path),
                 value=error.get("input"),
                 has_value=has_value,
             )
@@ -258,14 +260,6 @@ def _problems_from(
         else:
             merged[path] = problem
     return list(merged.values())
-
-
-def _pos(positions: dict[PathKey, tuple[int, int]], path: PathKey) -> tuple[int | None, int | None]:
-    while path:
-        if path in positions:
-            return positions[path]
-        path = path[:-1]
-    return 1, 1
 
 
 def _data_path(loc: tuple[int | str, ...], raw: Any, keep_last: bool) -> tuple[PathKey, Any]:
@@ -310,9 +304,7 @@ def _all_names() -> set[str]:
     }
 
 
-def _cross_checks(
-    config: Config, name: str, positions: dict[PathKey, tuple[int, int]]
-) -> list[Problem]:
+def _cross_checks(config: Config, name: str, positions: Locations) -> list[Problem]:
     problems = []
     seen: dict[str, int] = {}
     for index, job in enumerate(config.jobs):
@@ -324,7 +316,7 @@ def _cross_checks(
                     render_path(path),
                     f"job id {job.id!r} is used twice (also jobs[{seen[job.id]}]); "
                     'expected unique ids: set "id" or a different "label"',
-                    *_pos(positions, path),
+                    *positions.find(path),
                 )
             )
         seen.setdefault(job.id, index)

@@ -7,20 +7,20 @@ the loop thread. Every decision lands in the run history.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from lookup import ClientPool
 from poller import chain
 from poller.clock import Clock
-from poller.config import Config, Job
+from poller.config import Config, Job, Schedule
 from poller.history import HistoryStore, JobState
 from poller.results import RunResult, Trigger, new_run_id, skipped_result, started_result
 from poller.scheduling import FireJob, HeapScheduler
@@ -28,6 +28,8 @@ from poller.timing import NeverFiresError, fires_between, next_fire
 
 log = logging.getLogger(__name__)
 
+STARTUP_LOG_JOBS = 50
+"""Start-up logs the next fire of this many jobs, then a count of the rest."""
 MAX_CATCH_UP_RUNS = 100
 """When not coalescing, at most this many missed fires are run after downtime."""
 CATCH_UP_SCAN_LIMIT = 10_000
@@ -40,13 +42,25 @@ RunChain = Callable[..., RunResult]
 
 def definition_of(config: Config, job: Job) -> str:
     """A fingerprint of what a job does and when; a reload reschedules a job when it changes."""
-    body = job.model_dump(mode="json", by_alias=True)
-    body["__timezone"] = config.schedule(job).timezone
-    text = json.dumps(body, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(job.model_dump_json(by_alias=True).encode())
+    digest.update(str(job.timezone or config.settings.timezone).encode())
+    return digest.hexdigest()[:16]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Planned:
+    """A scheduled job: what runs, when, and the instant its `every` fires count from."""
+
+    job: Job
+    schedule: Schedule
+    anchor: datetime
+
+    def after(self, instant: datetime) -> datetime:
+        """Its next fire strictly after `instant`."""
+        return next_fire(self.schedule, instant, self.anchor)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ReloadSummary:
     added: tuple[str, ...]
     changed: tuple[str, ...]
@@ -84,9 +98,9 @@ class Daemon:
         )
         self._inflight: dict[str, int] = {}
         self._idle = threading.Condition()
-        self._definitions: dict[str, str] = {}
-        self._anchors: dict[str, datetime] = {}
+        self._planned: dict[str, Planned] = {}
         self.started_at = clock.now()
+        self.last_tick, self.reloads = self.started_at, {"applied": 0, "failed": 0}
 
     # --- start and reload -------------------------------------------------------------
 
@@ -99,20 +113,26 @@ class Daemon:
                 "%d run(s) left running by the last daemon are now interrupted", interrupted
             )
         states = self.store.job_states()
-        for job in self.config.jobs:
-            self._schedule(job, states.get(job.id), now, catch_up=True)
-        for job in self.config.jobs:
-            if job.enabled and job.run_on_start:
-                self.dispatch(job, now, "startup")
-        for job in self.config.jobs:
+        with self.store.transaction():
+            for job in self.config.jobs:
+                self._schedule(job, states.get(job.id), now, catch_up=True)
+            for job in self.config.jobs:
+                if job.enabled and job.run_on_start:
+                    self.dispatch(job, now, "startup")
+        for job in self.config.jobs[:STARTUP_LOG_JOBS]:
             fire_job = self.scheduler.by_id.get(job.id)
             when = fire_job.due_at.isoformat() if fire_job else "never (disabled)"
             log.info("job %s (%s): next fire %s", job.id, job.label, when)
+        if len(self.config.jobs) > STARTUP_LOG_JOBS:
+            log.info(
+                "... and %d more job(s); `app.py check` lists them all",
+                len(self.config.jobs) - STARTUP_LOG_JOBS,
+            )
 
     def apply(self, config: Config) -> ReloadSummary:
         """Apply a new valid config: reschedule changed and new jobs, stop removed ones."""
         now = self.clock.now()
-        old = self._definitions
+        old = {job.id: definition_of(self.config, job) for job in self.config.jobs}
         new = {job.id: definition_of(config, job) for job in config.jobs}
         added = tuple(job_id for job_id in new if job_id not in old)
         changed = tuple(job_id for job_id in new if job_id in old and old[job_id] != new[job_id])
@@ -129,38 +149,36 @@ class Daemon:
             fire_job = self.scheduler.by_id.get(job_id)
             if fire_job is not None:
                 self.scheduler.cancel_job(fire_job)
-            del self._definitions[job_id]
+            self._planned.pop(job_id, None)
         states = self.store.job_states()
-        for job in config.jobs:
-            if job.id in added or job.id in changed:
-                self._schedule(job, states.get(job.id), now, catch_up=False)
+        with self.store.transaction():
+            for job in config.jobs:
+                if job.id in added or job.id in changed:
+                    self._schedule(job, states.get(job.id), now, catch_up=False)
+                elif job.id in self._planned:  # same definition: keep its fire, take the object
+                    self._planned[job.id] = dataclasses.replace(self._planned[job.id], job=job)
         return ReloadSummary(added, changed, removed, len(new) - len(added) - len(changed))
 
     def _schedule(self, job: Job, state: JobState | None, now: datetime, catch_up: bool) -> None:
         definition = definition_of(self.config, job)
-        self._definitions[job.id] = definition
         if state is None or state.definition != definition:
             # `every` counts from here; whole seconds keep fire times readable.
             state = JobState(definition, anchor=now.replace(microsecond=0), last_fire=None)
-            self.store.save_job_state(job.id, state)
+            self.store.save_job_state(job.id, definition, state.anchor)
         existing = self.scheduler.by_id.get(job.id)
         if existing is not None:
             self.scheduler.cancel_job(existing)
+        self._planned.pop(job.id, None)
         if not job.enabled:
             return
-        schedule = self.config.schedule(job)
-        anchor = state.anchor
-        self._anchors[job.id] = anchor
-
-        def plan(after: datetime) -> datetime:
-            return next_fire(schedule, after, anchor)
-
+        planned = Planned(job, self.config.schedule(job), state.anchor)
         try:
-            due_at = plan(state.last_fire if catch_up and state.last_fire else now)
+            due_at = planned.after(state.last_fire if catch_up and state.last_fire else now)
         except NeverFiresError as err:
             log.error("job %s is not scheduled: %s", job.id, err)
             return
-        self.scheduler.add(job.id, plan, due_at, self._on_fire)
+        self._planned[job.id] = planned
+        self.scheduler.add(job.id, planned.after, due_at, self._on_fire)
 
     # --- firing -----------------------------------------------------------------------
 
@@ -176,17 +194,27 @@ class Daemon:
             )
 
     def _handle_fire(self, fire_job: FireJob) -> None:
-        job = self.config.job_map.get(fire_job.job_id)
-        if job is None:
+        planned = self._planned.get(fire_job.job_id)
+        if planned is None:
             self.scheduler.cancel_job(fire_job)
             return
+        job = planned.job
         now = self.clock.now()
-        schedule = self.config.schedule(job)
-        anchor = self._anchors[job.id]
-        fires = [
-            fire_job.due_at,
-            *fires_between(schedule, fire_job.due_at, now, anchor, limit=CATCH_UP_SCAN_LIMIT),
-        ]
+        upcoming = planned.after(fire_job.due_at)
+        if upcoming > now:  # the usual case: one fire, on time
+            fires = [fire_job.due_at]
+            fire_job.upcoming = upcoming
+        else:
+            fires = [
+                fire_job.due_at,
+                *fires_between(
+                    planned.schedule,
+                    fire_job.due_at,
+                    now,
+                    planned.anchor,
+                    limit=CATCH_UP_SCAN_LIMIT,
+                ),
+            ]
         grace = timedelta(seconds=job.misfire_grace_seconds)
         missed = [f for f in fires if now - f > grace]
         in_time = [f for f in fires if now - f <= grace]
@@ -202,15 +230,21 @@ class Daemon:
                 skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=missed[-1])
             )
         to_run = in_time[-1:] if job.coalesce else in_time[-MAX_CATCH_UP_RUNS:]
-        if len(in_time) > len(to_run):
-            log.info("job %s: %d missed fires coalesced into one run", job.id, len(in_time))
+        not_run = in_time[: len(in_time) - len(to_run)]
+        if not_run:
+            why = "coalesced with the fire at " if job.coalesce else "over the catch-up limit "
+            why += to_run[0].isoformat() if job.coalesce else f"of {MAX_CATCH_UP_RUNS}"
+            reason = (
+                f"{why}: {len(not_run)} fire(s) from {not_run[0].isoformat()} "
+                f"to {not_run[-1].isoformat()}"
+            )
+            log.info("job %s: %s", job.id, reason)
+            self._record(
+                skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=not_run[-1])
+            )
         for scheduled_for in to_run:
             self.dispatch(job, scheduled_for, trigger)
-        last = fires[-1]
-        if len(fires) > CATCH_UP_SCAN_LIMIT:
-            last = now
-        fire_job.due_at = last
-        self.store.set_last_fire(job.id, last)
+        fire_job.due_at = now if len(fires) > CATCH_UP_SCAN_LIMIT else fires[-1]
 
     def dispatch(self, job: Job, scheduled_for: datetime, trigger: Trigger) -> str | None:
         """Start a run of `job` on the pool; returns its run id, or None when not started."""
@@ -257,7 +291,7 @@ class Daemon:
                 scheduled_for=record.scheduled_for,
                 clock=self.clock,
             )
-            self.store.save(result.to_dict())
+            self.store.save_later(result.to_dict())
         except Exception:
             log.exception("job %s: run %s could not be recorded", job.id, record.run_id)
         finally:
@@ -283,12 +317,13 @@ class Daemon:
         Returns how many runs were still going when the grace period ended.
         """
         self.scheduler.clear()
-        deadline = self.clock.now() + timedelta(seconds=grace_seconds)
+        deadline = time.monotonic() + grace_seconds
         with self._idle:
-            while sum(self._inflight.values()) and self.clock.now() < deadline:
-                self._idle.wait(timeout=min(0.5, grace_seconds))
+            while sum(self._inflight.values()) and time.monotonic() < deadline:
+                self._idle.wait(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
             left = sum(self._inflight.values())
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.store.flush()
         if left:
             self.store.mark_interrupted("the daemon was stopped during the run", self.clock.now())
         return left
@@ -300,3 +335,27 @@ class Daemon:
             "next_fire": due.isoformat() if due else None,
             "inflight": self.inflight(),
         }
+
+    # --- for the HTTP API (poller.api) ------------------------------------------------
+
+    def trigger(self, job_id: str) -> str | None:
+        """Run a job now (trigger "manual"); its run id, or None while max_instances is full.
+
+        Raises:
+            KeyError: no such job in the config.
+        """
+        job = self.config.job_map[job_id]
+        return self.dispatch(job, self.clock.now(), "manual")
+
+    def running(self, job_id: str) -> int:
+        """Runs of this job going on now."""
+        with self._idle:
+            return self._inflight.get(job_id, 0)
+
+    def pool_alive(self) -> bool:
+        """False once the worker pool is shut down (stopping, or stopped)."""
+        return not (self.pool._shutdown or self.pool._broken)
+
+    def count_reload(self, applied: bool) -> None:
+        """Note a reload's outcome, for /status and /metrics."""
+        self.reloads["applied" if applied else "failed"] += 1

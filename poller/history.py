@@ -10,8 +10,11 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,12 +41,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS runs_one_per_fire
     ON runs (job_id, scheduled_for) WHERE trigger IN ('schedule', 'catch-up');
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id, started_at);
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_at);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
+CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = 'running';
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
     definition TEXT NOT NULL,
     anchor TEXT NOT NULL,
-    last_fire TEXT,
     version INTEGER NOT NULL
 );
 """
@@ -82,8 +84,11 @@ class HistoryStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._in_transaction = False
         self._lock_file: IO[str] | None = None
+        self._pending: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
         self._db = sqlite3.connect(
             self.path, timeout=10, check_same_thread=False, isolation_level=None
         )
@@ -114,6 +119,10 @@ class HistoryStore:
         self._lock_file = handle
 
     def close(self) -> None:
+        """Write what save_later() holds, then close the database."""
+        if self._writer is not None:
+            self._pending.put(None)
+            self._writer.join()
         with self._lock:
             self._db.close()
         if self._lock_file is not None:
@@ -132,6 +141,44 @@ class HistoryStore:
     def save(self, record: dict[str, Any]) -> None:
         """Insert or replace a run record (its final state)."""
         self._write("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _row(record))
+
+    def save_later(self, record: dict[str, Any]) -> None:
+        """Queue a record for a writer thread that commits whatever has queued up at once.
+
+        One commit per batch instead of one per run is what lets a busy daemon keep up; a
+        crash loses only queued records, whose runs the next start marks interrupted.
+        """
+        with self._lock:
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_queued, name="history-writer", daemon=True
+                )
+                self._writer.start()
+        self._pending.put(record)
+
+    def flush(self) -> None:
+        """Wait until every record given to save_later() is committed."""
+        self._pending.join()
+
+    def _write_queued(self) -> None:
+        while True:
+            batch = [self._pending.get()]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            records = [record for record in batch if record is not None]
+            try:
+                with self.transaction():
+                    for record in records:
+                        self.save(record)
+            except sqlite3.Error:
+                log.exception("%d run record(s) could not be written", len(records))
+            for _ in batch:
+                self._pending.task_done()
+            if len(records) < len(batch):
+                return
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         rows = self._read("SELECT run_id, version, record FROM runs WHERE run_id = ?", (run_id,))
@@ -194,28 +241,51 @@ class HistoryStore:
     # --- job state --------------------------------------------------------------------
 
     def job_states(self) -> dict[str, JobState]:
-        rows = self._read("SELECT job_id, definition, anchor, last_fire FROM jobs", ())
+        """Each known job's definition, anchor and last handled fire.
+
+        The last fire is the newest scheduled fire in the runs: every fire the daemon
+        handles leaves a record (a run, or a skip) with its scheduled instant, so no
+        separate write per fire is needed to know where to catch up from.
+        """
+        rows = self._read(
+            "SELECT job_id, definition, anchor, (SELECT MAX(scheduled_for) FROM runs "
+            "WHERE runs.job_id = jobs.job_id AND trigger IN ('schedule', 'catch-up')) "
+            "FROM jobs",
+            (),
+        )
         return {
             job_id: JobState(definition, parse_iso(anchor), parse_iso(last) if last else None)
             for job_id, definition, anchor, last in rows
         }
 
-    def save_job_state(self, job_id: str, state: JobState) -> None:
+    def save_job_state(self, job_id: str, definition: str, anchor: datetime) -> None:
+        """Remember a job's definition and the anchor its `every` fires count from."""
         self._write(
-            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?)",
-            (
-                job_id,
-                state.definition,
-                iso(state.anchor),
-                iso(state.last_fire) if state.last_fire else None,
-                SCHEMA_VERSION,
-            ),
+            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?)",
+            (job_id, definition, iso(anchor), SCHEMA_VERSION),
         )
 
-    def set_last_fire(self, job_id: str, last_fire: datetime) -> None:
-        self._write("UPDATE jobs SET last_fire = ? WHERE job_id = ?", (iso(last_fire), job_id))
-
     # --- plumbing ---------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Make the writes inside one commit (nested uses join the outer one)."""
+        with self._lock:
+            if self._in_transaction:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._in_transaction = True
+            try:
+                yield
+            except BaseException:
+                if self._db.in_transaction:  # some errors have already rolled it back
+                    self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._in_transaction = False
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:
         with self._lock:

@@ -73,3 +73,21 @@ def line_col(line_starts: list[int], offset: int) -> tuple[int, int]:
         else:
             high = mid - 1
     return low + 1, offset - line_starts[low] + 1
+
+
+class Locations:
+    """The positions of a document's values, computed on first use: only errors need them."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._positions: dict[PathKey, tuple[int, int]] | None = None
+
+    def find(self, path: PathKey) -> tuple[int, int]:
+        """(line, column) of `path`, else of its nearest located ancestor, else (1, 1)."""
+        if self._positions is None:
+            self._positions = locate(self._text)
+        while path:
+            if path in self._positions:
+                return self._positions[path]
+            path = path[:-1]
+        return 1, 1

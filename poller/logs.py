@@ -37,9 +37,8 @@ class ContextFilter(logging.Filter):
     """Gives every record job_id/run_id, so formats can always name them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for name in ("job_id", "run_id"):
-            if not hasattr(record, name):
-                setattr(record, name, "-")
+        record.__dict__.setdefault("job_id", "-")
+        record.__dict__.setdefault("run_id", "-")
         return True
 
 
@@ -73,18 +72,19 @@ class RateLimitFilter(logging.Filter):
     """Lets a message template through at most `burst` times per `window_seconds`.
 
     A fault in a tight loop can then never flood the disk; the count of dropped lines is
-    reported with the next line of that template that gets through.
+    reported with the next line of that template that gets through. Lines of different
+    runs never limit each other: a busy, healthy daemon keeps every run's lines.
     """
 
     def __init__(self, burst: int = 10, window_seconds: float = 60.0) -> None:
         super().__init__()
         self.burst = burst
         self.window_seconds = window_seconds
-        self._seen: dict[tuple[str, str], tuple[float, int, int]] = {}
+        self._seen: dict[tuple[str, str, str], tuple[float, int, int]] = {}
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg))
+        key = (record.name, str(record.msg), getattr(record, "run_id", "-"))
         now = time.monotonic()
         with self._lock:
             start, count, dropped = self._seen.get(key, (now, 0, 0))
@@ -95,11 +95,20 @@ class RateLimitFilter(logging.Filter):
                 self._seen[key] = (start, count, dropped + 1)
                 return False
             self._seen[key] = (start, count, 0)
-            if len(self._seen) > 10_000:
-                self._seen.clear()
+            if len(self._seen) > 20_000:
+                self._forget_expired(now)
         if dropped:
             record.msg = f"{record.msg} (and {dropped} similar lines suppressed)"
         return True
+
+    def _forget_expired(self, now: float) -> None:
+        # Each run adds keys; keep the map bounded, dropping whole windows that are over
+        # first (they carry no count worth keeping), and everything only as a last resort.
+        self._seen = {
+            key: value for key, value in self._seen.items() if now - value[0] < self.window_seconds
+        }
+        if len(self._seen) > 20_000:
+            self._seen.clear()
 
 
 class JsonFormatter(logging.Formatter):

@@ -20,6 +20,7 @@ import schedule
 from poller.clock import Clock
 
 Plan = Callable[[datetime], datetime]
+_NO_TAGS: frozenset[object] = frozenset()
 
 
 class FireJob(schedule.Job):
@@ -39,9 +40,11 @@ class FireJob(schedule.Job):
     ) -> None:
         super().__init__(1, scheduler)
         self.unit = "seconds"
+        self.tags = _NO_TAGS  # type: ignore[assignment]  # an empty set per job costs 216 bytes
         self.job_id = job_id
         self.plan = plan
         self.due_at = due_at
+        self.upcoming: datetime | None = None  # plan(due_at), when the fire already knew it
         self.is_active = True
         self.job_func = functools.partial(fire, self)
         self._sync_next_run()
@@ -52,7 +55,8 @@ class FireJob(schedule.Job):
         return self.due_at <= self.scheduler.clock.now()
 
     def _schedule_next_run(self) -> None:
-        self.due_at = self.plan(self.due_at)
+        upcoming, self.upcoming = self.upcoming, None
+        self.due_at = upcoming if upcoming is not None else self.plan(self.due_at)
         self._sync_next_run()
 
     def _sync_next_run(self) -> None:

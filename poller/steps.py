@@ -78,7 +78,7 @@ class StepRunner:
 
     config: Config
     clients: ClientPool
-    session: requests.Session
+    session: requests.Session | None  # for http entries; None when the chain has none
     environment: str
     job_id: str
     run_id: str
@@ -144,6 +144,7 @@ class StepRunner:
                 request_id,
             )
             return EntryOutput(dict(data), 0)
+        assert self.session is not None, "run_job gives a session to chains with http entries"
         result = http_call(
             self.session,
             method,

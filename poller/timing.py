@@ -38,8 +38,23 @@ class NeverFiresError(PollerError):
 
 
 def local_zone() -> ZoneInfo:
-    """The machine's zone as a real IANA zone (never a fixed offset), UTC if unknown."""
-    name = os.environ.get("TZ", "").strip().removeprefix(":")
+    """The machine's zone as a real IANA zone (never a fixed offset), UTC if unknown.
+
+    Looked up once per value of $TZ (a changed /etc/localtime needs a restart), since
+    every fire of a job without a zone asks for it.
+    """
+    tz = os.environ.get("TZ", "")
+    zone = _LOCAL_ZONES.get(tz)
+    if zone is None:
+        zone = _LOCAL_ZONES[tz] = _find_local_zone(tz)
+    return zone
+
+
+_LOCAL_ZONES: dict[str, ZoneInfo] = {}
+
+
+def _find_local_zone(tz: str) -> ZoneInfo:
+    name = tz.strip().removeprefix(":")
     if "zoneinfo/" in name:
         name = name.rsplit("zoneinfo/", 1)[1]
     if name:
@@ -48,7 +63,6 @@ def local_zone() -> ZoneInfo:
         except (ZoneInfoNotFoundError, ValueError, OSError):
             pass
     try:
-        # readlink, not resolve: one system call, and this runs once per job at start.
         target = str(LOCALTIME.readlink())
         if "zoneinfo/" in target:
             return ZoneInfo(target.rsplit("zoneinfo/", 1)[1])

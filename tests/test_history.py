@@ -94,9 +94,13 @@ def test_unreadable_rows_are_reported_never_deleted(
     assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (3,)
 
 
-def test_job_state_round_trip(store: HistoryStore) -> None:
-    store.save_job_state("j", JobState("abc", T0, None))
-    store.set_last_fire("j", T0 + timedelta(seconds=5))
+def test_job_state_and_last_fire(store: HistoryStore) -> None:
+    store.save_job_state("j", "abc", T0)
+    assert store.job_states() == {"j": JobState("abc", T0, None)}
+    store.claim(record("r1", T0 + timedelta(seconds=5)))
+    store.save(record("r2", T0 + timedelta(seconds=3), status="skipped"))
+    store.save(record("r3", T0 + timedelta(seconds=9), trigger="manual"))
+    # The last fire is the newest scheduled one, whatever became of it; manual runs don't count.
     assert store.job_states() == {"j": JobState("abc", T0, T0 + timedelta(seconds=5))}
 
 
