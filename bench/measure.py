@@ -1,0 +1,122 @@
+"""Measuring helpers shared by the benchmark's child runs: CPU, RSS, lateness, waiting.
+
+Nothing here starts a scheduler; poller_runs.py and library_runs.py do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+ROOT = Path(__file__).resolve().parent.parent
+LEAD_SECONDS = 4.0
+"""From the end of set-up to the first fire: room for the scheduler to start."""
+DRAIN_SECONDS = 2.0
+"""After the window, before results are read: late fires of the window still get counted."""
+SETTLE_SECONDS = 1.0
+"""(c): after all jobs are scheduled, before the idle window starts."""
+TASKS_MODULE = "def fire(data, context):\n    return None\n"
+NOOP_CHAIN = [[{"function": "benchtasks:fire"}]]
+"""The chain of (a) and (c) jobs: one function step that does nothing."""
+DAILY_STRIDE = 7919
+"""(c): a prime, so daily job i gets an assorted HH:MM."""
+
+Result = dict[str, Any]
+Params = dict[str, Any]
+
+
+# --- measuring --------------------------------------------------------------------------
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def sleep_until(instant: float) -> None:
+    while (left := instant - time.time()) > 0:
+        time.sleep(left)
+
+
+def cpu_between(start: float, end: float) -> float:
+    """CPU seconds this process spends between two wall-clock instants."""
+    sleep_until(start)
+    before = cpu_seconds()
+    sleep_until(end)
+    return cpu_seconds() - before
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of sorted values; NaN when empty."""
+    if not ordered:
+        return math.nan
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def lateness_result(
+    fires: list[tuple[float, float]], start: float, end: float, cpu: float, skipped: int
+) -> Result:
+    """(a): fires are (due, started) epochs; those due in [start, end) count."""
+    late = sorted(started - due for due, started in fires if start <= due < end)
+    count = len(late)
+    return {
+        "fires": count,
+        "p50_ms": percentile(late, 0.50) * 1000,
+        "p99_ms": percentile(late, 0.99) * 1000,
+        "max_ms": late[-1] * 1000 if late else math.nan,
+        "skipped": skipped,
+        "cpu_s": cpu,
+        "cpu_ms_per_fire": cpu / count * 1000 if count else math.nan,
+    }
+
+
+def daily_times(count: int) -> list[str]:
+    """(c): assorted local "HH:MM" times, none in the next 10 minutes (so none fires)."""
+    now = datetime.now()
+    first = now.hour * 60 + now.minute + 10
+    minutes = [(first + (i * DAILY_STRIDE) % 1420) % 1440 for i in range(count)]
+    return [f"{m // 60:02d}:{m % 60:02d}" for m in minutes]
+
+
+def idle_result(
+    scheduled_s: float, rss_before: int, jobs: int, idle_seconds: float, cpu: float
+) -> Result:
+    grown = rss_kib() - rss_before
+    return {
+        "schedule_s": scheduled_s,
+        "rss_mib": grown / 1024,
+        "kib_per_job": grown / jobs,
+        "idle_cpu_s": cpu * 20 / idle_seconds,  # per 20 s, whatever the window
+    }
+
+
+def run_with_monitor(loop: Callable[[], None], monitor: Callable[[], Result]) -> NoReturn:
+    """Run `loop` here; `monitor` measures in a thread, prints its result and ends the process."""
+
+    def watch() -> None:
+        try:
+            result = monitor()
+        except Exception as err:
+            result = {"error": repr(err)}
+        print(json.dumps(result), flush=True)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="monitor", daemon=True).start()
+    loop()
+    raise RuntimeError("the loop returned")
