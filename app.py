@@ -8,6 +8,7 @@ or hands off, so it never blocks on a run.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -97,8 +98,23 @@ def run_daemon(config_path: Path) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hangup)
+    api = None
+    if settings.api.enabled:
+        from poller.apiserver import start_api  # fastapi and uvicorn load only to serve
+
+        try:
+            api = start_api(daemon, config_path)  # before any run, so a refusal runs nothing
+        except PollerError as err:
+            log.error("%s", err)
+            print(f"app.py: {err}", file=sys.stderr)
+            store.close()
+            return EXIT_FAILED
     watcher.start()
     daemon.start()
+    # A full garbage-collector pass walks every object and stops every thread, the loop
+    # too (~120 ms with 10,000 jobs); the config and schedule live as long as the daemon,
+    # so they are moved out of those passes (again after each reload).
+    gc.freeze()
     log.info(
         "Poller started: pid %d, %d job(s), config %s, history %s",
         os.getpid(),
@@ -110,6 +126,7 @@ def run_daemon(config_path: Path) -> int:
     planned_wake: datetime | None = None
     while not stopping.is_set():
         now = clock.now()
+        daemon.last_tick = now  # /health: the loop is alive
         if planned_wake is not None and (now - planned_wake).total_seconds() > LATE_WAKE_SECONDS:
             log.warning(
                 "the loop woke %.1fs late (suspend, stall or clock jump); "
@@ -120,7 +137,8 @@ def run_daemon(config_path: Path) -> int:
             forced = hangup.is_set()
             hangup.clear()
             reload_config(daemon, reloader, config_path, redact, forced)
-        daemon.scheduler.run_pending()
+        with daemon.store.transaction():  # one commit for every fire handed off in this wake
+            daemon.scheduler.run_pending()
         if now - pruned_at >= PRUNE_EVERY:
             pruned_at = now
             prune_history(daemon)
@@ -130,6 +148,8 @@ def run_daemon(config_path: Path) -> int:
         if clock.wait(wait):
             planned_wake = None
     watcher.stop()
+    if api is not None:
+        api.stop()  # first: no manual runs start during the grace period
     grace = daemon.config.settings.shutdown_grace_seconds
     log.info("stopping: no new fires; waiting up to %gs for %d run(s)", grace, daemon.inflight())
     left = daemon.stop(grace)
@@ -158,9 +178,12 @@ def reload_config(
         config = parse_config(text, config_path)
     except ConfigError as err:
         log.error("reload of %s failed; keeping the last good config. %s", config_path, err)
+        daemon.count_reload(applied=False)
         return
     redact.update(config.secret_values())
     summary = daemon.apply(config)
+    daemon.count_reload(applied=True)
+    gc.freeze()
     log.info("reloaded %s: %s", config_path, summary)
 
 

@@ -338,13 +338,12 @@ class Daemon:
 
     # --- for the HTTP API (poller.api) ------------------------------------------------
 
-    def trigger(self, job_id: str) -> str | None:
+    def trigger(self, job: Job) -> str | None:
         """Run a job now (trigger "manual"); its run id, or None while max_instances is full.
 
         Raises:
-            KeyError: no such job in the config.
+            RuntimeError: the pool is shut down (the daemon is stopping).
         """
-        job = self.config.job_map[job_id]
         return self.dispatch(job, self.clock.now(), "manual")
 
     def running(self, job_id: str) -> int:

@@ -1,0 +1,312 @@
+"""Benchmark of the HTTP API (issue 5): /status and /jobs latency with 10,000 jobs and
+1,000,000 run records, and the scheduler's fire lateness with and without API load.
+
+    .venv/bin/python bench/bench_api.py                  # the full measure (~4 min)
+    .venv/bin/python bench/bench_api.py --jobs 200 --runs 20000 --window 5   # a quick look
+    .venv/bin/python bench/bench_api.py --folder DIR     # again on DIR's data, if it has any
+
+It writes a config and a history into a folder, starts the real daemon (`python app.py`)
+with the API on 127.0.0.1 (port 0), and measures request latency from this process. Then
+it measures fire lateness (started_at - scheduled_for of `probe` jobs that fire every
+second) in three windows: quiet; while a second process (this file with --load) sends
+GET /status and GET /jobs at a bounded rate (--rate, 20 req/s: many open pages); and while
+it sends them as fast as they are answered (the API saturated). Every request goes to
+127.0.0.1 only; each load is bounded in time and count. It asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from poller.history import SCHEMA_VERSION, HistoryStore, iso  # noqa: E402
+
+PROBES = 5
+LOAD_MAX_REQUESTS = 200_000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=200, help="per endpoint, sequential")
+    parser.add_argument("--window", type=float, default=30.0, help="seconds per lateness window")
+    parser.add_argument("--concurrency", type=int, default=4, help="threads of the load process")
+    parser.add_argument("--rate", type=float, default=20.0, help="bounded load, requests/s")
+    parser.add_argument("--folder", type=Path, help="work folder (default: a temporary one)")
+    parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        return run_load(args.load, args.window, args.concurrency, args.rate)
+    folder = args.folder or Path(tempfile.mkdtemp(prefix="poller-bench-api-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"folder: {folder}")
+    db_path = folder / "data" / "poller.db"
+    job_ids = write_config(folder, args.jobs)
+    if db_path.exists():
+        print(f"history: reusing {db_path}")
+    else:
+        began = time.monotonic()
+        fill_history(db_path, job_ids, args.runs)
+        took = time.monotonic() - began
+        print(f"history: {args.runs:,} runs of {len(job_ids):,} jobs in {took:.1f}s")
+    daemon, url = start_daemon(folder)
+    try:
+        measure_latency(url, job_ids, args.requests)
+        measure_lateness(folder, url, args.window, args.concurrency, args.rate)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+    return 0
+
+
+def write_config(folder: Path, jobs: int) -> list[str]:
+    (folder / "steps.py").write_text("def tick(data, context):\n    return {'tick': True}\n")
+    job_ids = [f"job-{i:05d}" for i in range(jobs)]
+    entries: list[dict[str, Any]] = [
+        {"id": job_id, "every": "1h", "integrationIDs": [[{"function": "steps:tick"}]]}
+        for job_id in job_ids
+    ]
+    entries += [
+        {"id": f"probe-{i}", "every": "1s", "integrationIDs": [[{"function": "steps:tick"}]]}
+        for i in range(PROBES)
+    ]
+    config = {
+        "settings": {
+            "api": {"enabled": True, "host": "127.0.0.1", "port": 0},
+            "history_max_runs_per_job": 100_000,
+        },
+        "jobs": entries,
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    return job_ids
+
+
+def fill_history(db_path: Path, job_ids: list[str], runs: int) -> None:
+    """Insert run records as the daemon writes them, in one transaction."""
+    HistoryStore(db_path).close()  # the schema
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute("PRAGMA synchronous=OFF")
+    now = datetime.now(UTC)
+    rng = random.Random(5)
+    per_job = max(runs // len(job_ids), 1)
+    db.execute("BEGIN")
+    batch: list[tuple[Any, ...]] = []
+    for n in range(runs):
+        job_id = job_ids[n // per_job % len(job_ids)]
+        started = now - timedelta(days=20) + timedelta(seconds=n * 1.7)
+        status = rng.choices(["success", "failed", "skipped"], [90, 7, 3])[0]
+        run_id = f"bench-{n:08d}"
+        record = {
+            "run_id": run_id,
+            "job_id": job_id,
+            "trigger": "schedule",
+            "scheduled_for": started.isoformat(),
+            "started_at": started.isoformat(),
+            "finished_at": (started + timedelta(milliseconds=40)).isoformat(),
+            "status": status,
+            "reason": "HTTP 503" if status == "failed" else None,
+            "steps": [
+                {
+                    "id": "function:steps:tick",
+                    "step": 0,
+                    "entry": 0,
+                    "status": "success" if status != "skipped" else "skipped",
+                    "attempts": 1,
+                    "duration_ms": 40,
+                    "error": None,
+                    "reason": None,
+                }
+            ],
+            "output": {"tick": True},
+        }
+        text = json.dumps(record, separators=(",", ":"))
+        batch.append(
+            (run_id, job_id, "schedule", iso(started), iso(started), status, SCHEMA_VERSION, text)
+        )
+        if len(batch) == 20_000:
+            db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+            batch.clear()
+    db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+    db.execute("COMMIT")
+    db.close()
+
+
+def start_daemon(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    log = folder / "logs" / "logfile.log"
+    began = time.monotonic()
+    daemon = subprocess.Popen(
+        [sys.executable, str(REPO / "app.py"), "--config", str(folder / "config.json")],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "stderr.txt", "wb"),  # noqa: SIM115
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        text = log.read_text() if log.exists() else ""
+        found = re.findall(r"API listening on (http://\S+)", text)
+        if found:
+            url = found[-1]
+            try:
+                if requests.get(url + "/health", timeout=5).status_code == 200:
+                    print(f"daemon: up in {time.monotonic() - began:.1f}s at {url}")
+                    return daemon, url
+            except requests.RequestException:
+                pass
+        if daemon.poll() is not None:
+            raise SystemExit(f"the daemon exited: {(folder / 'stderr.txt').read_text()}")
+        time.sleep(0.2)
+    daemon.kill()
+    raise SystemExit("the daemon did not start in 300 s")
+
+
+def percentiles(values: list[float]) -> str:
+    ordered = sorted(values)
+    if not ordered:
+        return "no samples"
+
+    def at(share: float) -> float:
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+    return (
+        f"p50 {at(0.5) * 1000:7.1f} ms  p99 {at(0.99) * 1000:7.1f} ms  "
+        f"max {ordered[-1] * 1000:7.1f} ms  (n={len(ordered)})"
+    )
+
+
+def measure_latency(url: str, job_ids: list[str], count: int) -> None:
+    session = requests.Session()
+    targets = {
+        "GET /status": "/status",
+        "GET /jobs (100 per page)": "/jobs",
+        "GET /jobs?limit=1000": "/jobs?limit=1000",
+        "GET /jobs/{id}": "/jobs/" + job_ids[len(job_ids) // 2],
+        "GET /jobs/{id}/runs": f"/jobs/{job_ids[len(job_ids) // 2]}/runs?limit=20",
+        "GET /metrics": "/metrics",
+        "GET /health": "/health",
+    }
+    print("\nlatency, sequential requests from one client:")
+    for name, path in targets.items():
+        rounds = count if "limit=1000" not in path else max(count // 10, 5)
+        samples = []
+        for _ in range(rounds):
+            began = time.perf_counter()
+            response = session.get(url + path, timeout=60)
+            samples.append(time.perf_counter() - began)
+            if response.status_code != 200:
+                raise SystemExit(f"{path}: HTTP {response.status_code} {response.text[:200]}")
+        print(f"  {name:<26} {percentiles(samples)}")
+
+
+def measure_lateness(folder: Path, url: str, window: float, concurrency: int, rate: float) -> None:
+    db = folder / "data" / "poller.db"
+    print("\nfire lateness of the every-1s probe jobs (run started_at - scheduled_for):")
+    start = datetime.now(UTC)
+    time.sleep(window)
+    print(f"  quiet                   {percentiles(lateness(db, start, datetime.now(UTC)))}")
+    for name, per_second in ((f"load {rate:g} req/s", rate), ("load flat out", 0.0)):
+        start = datetime.now(UTC)
+        load = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--load",
+                url,
+                "--window",
+                str(window),
+                "--concurrency",
+                str(concurrency),
+                "--rate",
+                str(per_second),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=window + 120,
+            check=True,
+        )
+        figures = percentiles(lateness(db, start, datetime.now(UTC)))
+        print(f"  {name:<23} {figures}")
+        print(f"    (the load: {load.stdout.strip()})")
+
+
+def lateness(db_path: Path, start: datetime, end: datetime) -> list[float]:
+    store = HistoryStore(db_path)
+    try:
+        runs = [
+            run
+            for i in range(PROBES)
+            for run in store.recent(f"probe-{i}", 10_000)
+            if run.get("scheduled_for") and run["status"] != "skipped"
+        ]
+    finally:
+        store.close()
+    values = []
+    for run in runs:
+        planned = datetime.fromisoformat(run["scheduled_for"])
+        if start <= planned < end:
+            values.append((datetime.fromisoformat(run["started_at"]) - planned).total_seconds())
+    return values
+
+
+def run_load(url: str, seconds: float, concurrency: int, rate: float) -> int:
+    """The second process: GET /status and /jobs alternately from a few threads, at `rate`
+    requests per second in all (0: as fast as they answer), bounded in time and count."""
+    deadline = time.monotonic() + seconds
+    interval = concurrency / rate if rate > 0 else 0.0
+    done: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        session = requests.Session()
+        paths = ["/status", "/jobs"]
+        n = index
+        next_at = time.monotonic() + interval * index / concurrency
+        while time.monotonic() < deadline and len(done) < LOAD_MAX_REQUESTS:
+            if interval:
+                time.sleep(max(0.0, next_at - time.monotonic()))
+                next_at += interval
+            began = time.perf_counter()
+            try:
+                ok = session.get(url + paths[n % 2], timeout=30).status_code == 200
+            except requests.RequestException:
+                ok = False
+            with lock:
+                done.append(time.perf_counter() - began)
+                errors[0] += not ok
+            n += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(
+        f"{len(done)} requests from {concurrency} threads ({len(done) / seconds:.0f}/s), "
+        f"{errors[0]} errors, median {statistics.median(done) * 1000:.1f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

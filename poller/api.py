@@ -1,0 +1,385 @@
+"""The HTTP API of a running daemon (SPEC §8): status, jobs, runs, actions, metrics, the page.
+
+It reads the daemon's state and its own history connection, hands runs to the daemon's pool,
+and writes job changes to config.json (the daemon's reload applies them); it never runs a
+chain or touches the scheduler itself. Serving it is poller.apiserver's work.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Security
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, SecretStr, TypeAdapter
+from starlette.exceptions import HTTPException
+
+from poller import __version__, apihttp, apiviews
+from poller.apihttp import ProblemError, openapi_with_job_schema
+from poller.apimodels import (
+    EditOut,
+    ErrorOut,
+    HealthOut,
+    JobDetailOut,
+    JobsOut,
+    LogsOut,
+    RefusedOut,
+    RunOut,
+    ServiceOut,
+    StatusOut,
+    TriggerAllOut,
+    TriggerOut,
+)
+from poller.apiviews import Redactor
+from poller.config import Job
+from poller.configedit import (
+    ConfigConflictError,
+    ConfigEditor,
+    EditResult,
+    JobExistsError,
+    JobNotFoundError,
+)
+from poller.daemon import Daemon
+from poller.errors import ConfigError
+from poller.history import HistoryStore
+from poller.metrics import Metrics
+from poller.results import RunStatus
+from poller.ui import page
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_LOG_LINES = 1000
+APPLY_WAIT_SECONDS = 5.0
+"""How long an edit waits for the daemon to reload it before answering `applied: false`."""
+POLL_SECONDS = 0.05
+_RUN_LIST = TypeAdapter(list[RunOut])
+EXAMPLE_JOB = {"id": "ping", "every": "10m", "integrationIDs": [["66c6eb17b4d36"]]}
+
+_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="settings.api.api_key")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in (
+        (401, "No X-API-Key header (a key is configured)"),
+        (403, "Wrong X-API-Key"),
+        (422, "Invalid parameters or body"),
+    )
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    texts = {404: "No such job or run", 409: "Conflict", 413: "Body too large", 503: "Stopped"}
+    extra: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorOut, "description": texts[code]} for code in codes
+    }
+    return {**_ERRORS, **extra}
+
+
+def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> FastAPI:
+    """The API of `daemon`; also starts counting the daemon's runs for /metrics.
+
+    `api_key` None means no key is asked for (the server binds to loopback only).
+    """
+    reader = HistoryStore(daemon.store.path)
+    totals = apiviews.TotalsCache(HistoryStore(daemon.store.path))  # a slow count blocks no read
+    editor = ConfigEditor(config_path)
+    metrics = Metrics(daemon, totals)
+    daemon.run_chain = metrics.observing(daemon.run_chain)
+
+    def require_key(given: str | None = Security(_key_header)) -> None:
+        if api_key is None:
+            return
+        if not given:
+            raise HTTPException(401, "missing X-API-Key header", {"WWW-Authenticate": "X-API-Key"})
+        if not hmac.compare_digest(given.encode(), api_key.get_secret_value().encode()):
+            raise HTTPException(403, "wrong API key")
+
+    def redactor() -> Redactor:
+        return Redactor(daemon.config.secret_values())
+
+    app = FastAPI(
+        title="Poller",
+        version=__version__,
+        summary="Status, jobs, runs and actions of a running Poller daemon.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+
+    def close() -> None:
+        reader.close()
+        totals.reader.close()
+
+    app.state.close = close
+    apihttp.install(app, MAX_BODY_BYTES)
+    api = APIRouter(dependencies=[Depends(require_key)], responses=_ERRORS)
+
+    @app.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
+    def get_health() -> JSONResponse:
+        """Liveness: 503 when the scheduler loop is stalled or the worker pool is gone."""
+        now = daemon.clock.now()
+        state, reason = apiviews.health(daemon, now)
+        body = HealthOut(
+            status=state,
+            scheduler_running=state == "ok",
+            timestamp=now,
+            last_tick_at=daemon.last_tick,
+            reason=reason,
+        )
+        return JSONResponse(body.model_dump(mode="json"), 200 if state == "ok" else 503)
+
+    @app.get("/ui", response_class=HTMLResponse, include_in_schema=False)
+    def get_ui() -> HTMLResponse:
+        return HTMLResponse(page())
+
+    @api.get("/", response_model=ServiceOut)
+    def get_root() -> ServiceOut:
+        """Service name, version, status and the list of endpoints."""
+        state = apiviews.health(daemon, daemon.clock.now())[0]
+        endpoints = [
+            {
+                "method": method.upper(),
+                "path": path,
+                "summary": (operation.get("description") or operation.get("summary", "")).split(
+                    "\n"
+                )[0],
+            }
+            for path, operations in app.openapi()["paths"].items()
+            for method, operation in operations.items()
+        ]
+        return ServiceOut.model_validate(
+            {
+                "service": "poller",
+                "version": __version__,
+                "status": "running" if state == "ok" else state,
+                "endpoints": endpoints,
+            }
+        )
+
+    @api.get("/status", response_model=StatusOut)
+    def get_status() -> Response:
+        """Scheduler state, next run, job counts, history totals, last execution."""
+        return _json(apiviews.status(daemon, reader, totals()))
+
+    @api.get("/logs", response_model=LogsOut)
+    def get_logs(lines: int = Query(100, ge=1, description="capped at 1000")) -> LogsOut:
+        """The last lines of the current log file (secrets were already redacted)."""
+        path = Path(daemon.config.settings.log_file)
+        return LogsOut(
+            file=str(path), lines=apiviews.tail(path, min(lines, MAX_LOG_LINES), redactor())
+        )
+
+    @api.get("/jobs", response_model=JobsOut)
+    def get_jobs(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> Response:
+        """Jobs in config order: schedule in words, next fires, recent runs, success rate."""
+        config = daemon.config
+        jobs = config.jobs[offset : offset + limit]
+        page = JobsOut(
+            total=len(config.jobs),
+            offset=offset,
+            limit=limit,
+            jobs=[apiviews.job_out(daemon, reader, config, job) for job in jobs],
+        )
+        return _json(page)
+
+    @api.get("/jobs/{job_id}", response_model=JobDetailOut, responses=_errors(404))
+    def get_job(job_id: str) -> Response:
+        """One job: its definition (secrets redacted) and environment, and what GET /jobs shows."""
+        config = daemon.config
+        job = _job(config.job_map, job_id)
+        return _json(apiviews.job_detail(daemon, reader, config, job, redactor()))
+
+    @api.get("/jobs/{job_id}/runs", response_model=list[RunOut], responses=_errors(404))
+    def get_job_runs(
+        job_id: str,
+        limit: int = Query(20, ge=1, le=1000),
+        status: RunStatus | None = None,
+    ) -> Response:
+        """A job's runs, newest first, with their steps."""
+        runs = reader.recent(job_id, limit, status)
+        if not runs and job_id not in daemon.config.job_map:
+            raise HTTPException(404, f"no job {job_id!r} and no runs of it")
+        scrub = redactor()
+        body = _RUN_LIST.dump_json([apiviews.run_out(run, scrub) for run in runs])
+        return Response(body, media_type="application/json")
+
+    @api.get("/runs/{run_id}", response_model=RunOut, responses=_errors(404))
+    def get_run(run_id: str) -> Response:
+        """One run with its steps."""
+        record = reader.get(run_id)
+        if record is None:
+            raise HTTPException(404, f"no run {run_id!r}")
+        return _json(apiviews.run_out(record, redactor()))
+
+    @api.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
+    def get_metrics() -> Response:
+        """Prometheus metrics (text exposition format)."""
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @api.post(
+        "/jobs/{job_id}/trigger",
+        response_model=TriggerOut,
+        status_code=202,
+        responses={
+            **_errors(404, 409, 503),
+            200: {"model": TriggerOut, "description": "Finished (?wait=true)"},
+        },
+    )
+    def trigger_job(
+        job_id: str,
+        wait: bool = Query(False, description="answer when the run has ended (200)"),
+        timeout_seconds: float = Query(60, gt=0, le=300, description="longest wait"),
+    ) -> JSONResponse:
+        """Run a job now: 202 with its run id; 409 while max_instances runs are going on."""
+        run_id = _trigger(daemon, _job(daemon.config.job_map, job_id))
+        if run_id is None:
+            raise HTTPException(409, f"job {job_id!r} is already running (max_instances)")
+        out = TriggerOut(job_id=job_id, run_id=run_id, status="running")
+        if wait:
+            record = _wait_for_end(reader, run_id, timeout_seconds)
+            if record is not None:
+                run = apiviews.run_out(record, redactor())
+                out = TriggerOut(job_id=job_id, run_id=run_id, status=run.status, run=run)
+                return JSONResponse(out.model_dump(mode="json"), 200)
+        return JSONResponse(out.model_dump(mode="json"), 202)
+
+    @api.post("/trigger", response_model=TriggerAllOut, status_code=202, responses=_errors(503))
+    def trigger_all() -> TriggerAllOut:
+        """Run every enabled job now."""
+        started, refused = [], []
+        for job in daemon.config.jobs:
+            if not job.enabled:
+                continue
+            run_id = _trigger(daemon, job)
+            if run_id is None:
+                refused.append(RefusedOut(job_id=job.id, reason="already running (max_instances)"))
+            else:
+                started.append(TriggerOut(job_id=job.id, run_id=run_id, status="running"))
+        return TriggerAllOut(started=started, refused=refused)
+
+    a_job = Depends(apihttp.job_body)
+    job_schema: dict[str, Any] = {
+        "requestBody": {
+            "required": True,
+            "description": "A job as in config.json's jobs list.",
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/Job"},
+                    "example": {
+                        "id": "ping",
+                        "every": "10m",
+                        "integrationIDs": [["66c6eb17b4d36"]],
+                    },
+                }
+            },
+        }
+    }
+
+    def edited(result: EditResult) -> EditOut:
+        return EditOut(
+            job_id=result.job_id,
+            action=result.action,
+            changed=result.changed,
+            applied=_wait_applied(daemon, result),
+            file=str(config_path),
+        )
+
+    @api.post(
+        "/jobs",
+        response_model=EditOut,
+        status_code=201,
+        responses=_errors(409, 413),
+        openapi_extra=job_schema,
+    )
+    def create_job(body: dict[str, Any] = a_job) -> EditOut:
+        """Add a job to config.json (validated like a file edit; written atomically)."""
+        return edited(_edit(editor.create_job, body))
+
+    @api.put(
+        "/jobs/{job_id}",
+        response_model=EditOut,
+        responses=_errors(404, 409, 413),
+        openapi_extra=job_schema,
+    )
+    def update_job(job_id: str, body: dict[str, Any] = a_job) -> EditOut:
+        """Replace a job's definition in config.json; its id stays."""
+        return edited(_edit(editor.update_job, job_id, body))
+
+    @api.delete("/jobs/{job_id}", response_model=EditOut, responses=_errors(404, 409))
+    def delete_job(job_id: str) -> EditOut:
+        """Remove a job from config.json (a run in progress finishes)."""
+        return edited(_edit(editor.delete_job, job_id))
+
+    @api.post("/jobs/{job_id}/pause", response_model=EditOut, responses=_errors(404, 409))
+    def pause_job(job_id: str) -> EditOut:
+        """Set the job's "enabled" to false in config.json."""
+        return edited(_edit(editor.set_enabled, job_id, False))
+
+    @api.post("/jobs/{job_id}/resume", response_model=EditOut, responses=_errors(404, 409))
+    def resume_job(job_id: str) -> EditOut:
+        """Set the job's "enabled" to true in config.json."""
+        return edited(_edit(editor.set_enabled, job_id, True))
+
+    app.include_router(api)
+    app.openapi_schema = openapi_with_job_schema(app)
+    return app
+
+
+def _json(model: BaseModel) -> Response:
+    """A model already checked by construction, serialised once (FastAPI would validate and
+    serialise a returned model again: a third of the time of a big /jobs page)."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+def _job(jobs: dict[str, Job], job_id: str) -> Job:
+    job = jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id!r}")
+    return job
+
+
+def _trigger(daemon: Daemon, job: Job) -> str | None:
+    try:
+        return daemon.trigger(job)
+    except RuntimeError:  # the pool is shut down: the daemon is stopping
+        raise HTTPException(503, "the daemon is stopping; no new runs") from None
+
+
+def _wait_for_end(reader: HistoryStore, run_id: str, timeout: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = reader.get(run_id)
+        if record is not None and record.get("status") != "running":
+            return record
+        time.sleep(POLL_SECONDS)
+    return None
+
+
+def _edit(action: Callable[..., EditResult], *args: Any) -> EditResult:
+    try:
+        return action(*args)
+    except JobNotFoundError as err:
+        raise HTTPException(404, str(err)) from None
+    except JobExistsError as err:
+        raise HTTPException(409, str(err)) from None
+    except ConfigConflictError as err:
+        raise ProblemError(409, str(err), err.problems) from None
+    except ConfigError as err:
+        raise ProblemError(422, "the change would make config.json invalid", err.problems) from None
+
+
+def _wait_applied(daemon: Daemon, result: EditResult) -> bool:
+    """Wait (bounded) until the daemon's reload shows the job as the file now has it."""
+    wanted = result.config.job_map.get(result.job_id)
+    deadline = time.monotonic() + APPLY_WAIT_SECONDS
+    while daemon.config.job_map.get(result.job_id) != wanted:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_SECONDS)
+    return True

@@ -1,0 +1,131 @@
+"""The API's HTTP plumbing: one error shape for every refusal (config-style problems), the
+request body as a JSON object, the body size limit, and Job in the OpenAPI components.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from poller.apimodels import ErrorOut, ProblemOut
+from poller.config import Job
+from poller.errors import Problem
+
+
+def install(app: FastAPI, max_body_bytes: int) -> None:
+    """Add the body limit and the error handlers to `app`."""
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ProblemError, _problem_error)
+
+
+async def job_body(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object; anything else is a 422 naming what is wrong."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError alike
+        raise ProblemError(
+            422, "invalid request", (Problem("request", "body", f"invalid JSON: {err}"),)
+        ) from None
+    if not isinstance(body, dict):
+        expected = "expected a JSON object (one job)"
+        problem = Problem("request", "body", expected, value=body, has_value=True)
+        raise ProblemError(422, "invalid request", (problem,))
+    return body
+
+
+class ProblemError(Exception):
+    def __init__(self, status: int, detail: str, problems: tuple[Problem, ...]) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.problems = problems
+
+
+def error_response(status: int, detail: str, problems: list[ProblemOut]) -> JSONResponse:
+    body = ErrorOut(detail=detail, problems=problems)
+    return JSONResponse(body.model_dump(mode="json"), status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    response = error_response(exc.status_code, str(exc.detail), [])
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """Parameter and body errors, in the shape of config problems (`query.limit: ...`)."""
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        kind, message = error["type"], str(error["msg"])
+        if kind == "json_invalid":
+            reason = error.get("ctx", {}).get("error", "cannot be parsed")
+            at = loc[1] if len(loc) > 1 else "0"
+            problem = Problem("request", "body", f"invalid JSON: {reason} (at character {at})")
+        elif kind == "missing":
+            problem = Problem("request", ".".join(loc), "required field is missing")
+        else:
+            expected = "expected " + message.removeprefix("Input should be ")
+            value = error.get("input")
+            problem = Problem("request", ".".join(loc), expected, value=value, has_value=True)
+        problems.append(ProblemOut.model_validate(problem.as_dict()))
+    return error_response(422, "invalid request", problems)
+
+
+async def _problem_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProblemError)
+    problems = [ProblemOut.model_validate(p.as_dict()) for p in exc.problems]
+    return error_response(exc.status, exc.detail, problems)
+
+
+def openapi_with_job_schema(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document with config.json's Job model under components, for the bodies."""
+    app.openapi_schema = None
+    schema = app.openapi()
+    job = Job.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(job.pop("$defs", {}))
+    components["Job"] = job
+    return schema
+
+
+class BodyLimit:
+    """Refuses request bodies over `max_bytes` with 413, counted as they arrive."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = error_response(413, f"request body over {self.max_bytes} bytes", [])
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await too_large(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            # Raised inside the body read: FastAPI passes an HTTPException through, and
+            # the exception handler turns it into the 413 response.
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)

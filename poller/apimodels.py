@@ -1,0 +1,198 @@
+"""The HTTP API's response models: what /openapi.json promises and every response is checked
+against. Pydantic at the boundary only; they are built by poller.apiviews, never stored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
+
+
+def _iso(instant: datetime) -> str:
+    return instant.isoformat()
+
+
+Instant = Annotated[
+    datetime,
+    PlainSerializer(_iso, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+"""An aware instant as ISO 8601 with its offset ("+00:00", never "Z"), as `check` prints."""
+
+
+class ProblemOut(BaseModel):
+    file: str
+    path: str = Field(description='Where in the document, e.g. "jobs[2].time".')
+    line: int | None = None
+    column: int | None = None
+    expected: str
+    message: str = Field(description="The whole line, as `app.py check` prints it.")
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    problems: list[ProblemOut] = Field(default_factory=list)
+
+
+class EndpointOut(BaseModel):
+    method: str
+    path: str
+    summary: str
+
+
+class ServiceOut(BaseModel):
+    service: str
+    version: str
+    status: Literal["running", "stalled", "stopped"]
+    endpoints: list[EndpointOut]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "stalled", "stopped"]
+    scheduler_running: bool
+    timestamp: Instant
+    last_tick_at: Instant
+    reason: str | None = None
+
+
+class StepCounts(BaseModel):
+    total: int
+    success: int
+    failed: int
+    skipped: int
+
+
+class StepOut(BaseModel):
+    id: str = ""
+    step: int = 0
+    entry: int = 0
+    status: str
+    attempts: int = 0
+    duration_ms: int = 0
+    error: str | None = None
+    reason: str | None = None
+
+
+class RunOut(BaseModel):
+    """A SPEC §4 run record (secrets redacted). A record the history cannot read has only
+    run_id, status "unreadable" and reason."""
+
+    run_id: str
+    job_id: str = ""
+    trigger: str | None = None
+    scheduled_for: Instant | None = None
+    started_at: Instant | None = None
+    finished_at: Instant | None = None
+    status: str
+    reason: str | None = None
+    duration_ms: int | None = None
+    steps: list[StepOut] = Field(default_factory=list)
+    output: dict[str, Any] | None = None
+
+
+class RunBrief(BaseModel):
+    run_id: str
+    status: str
+    trigger: str | None = None
+    started_at: Instant | None = None
+    duration_ms: int | None = None
+
+
+class LastExecution(BaseModel):
+    run_id: str
+    job_id: str
+    status: str
+    trigger: str | None
+    started_at: Instant | None
+    finished_at: Instant | None
+    duration_ms: int | None
+    reason: str | None
+    steps: StepCounts
+
+
+class NextRun(BaseModel):
+    job_id: str
+    at: Instant
+
+
+class StatusOut(BaseModel):
+    scheduler_running: bool
+    started_at: Instant
+    uptime_seconds: float
+    next_run: NextRun | None
+    jobs: int = Field(description="Jobs in the config.")
+    jobs_enabled: int
+    jobs_scheduled: int = Field(description="Jobs with a next fire on the scheduler.")
+    inflight: int = Field(description="Runs going on now.")
+    totals: dict[str, int] = Field(description="Runs in the history by status.")
+    success_rate: float | None = Field(description="success / (success + failed), 0 to 1.")
+    last_execution: LastExecution | None
+    reloads: int
+    reload_errors: int
+
+
+class LogsOut(BaseModel):
+    file: str
+    lines: list[str]
+
+
+class FireOut(BaseModel):
+    at: Instant = Field(description="In the job's time zone.")
+    blackout: str | None = Field(None, description="Why this fire will be skipped, if it will.")
+
+
+class JobOut(BaseModel):
+    id: str
+    label: str
+    description: str
+    enabled: bool
+    schedule: str = Field(description='The schedule in words, e.g. "every 10m".')
+    timezone: str
+    environment: str
+    next_fire_at: Instant | None = Field(description="When the scheduler fires it next.")
+    next_fires: list[FireOut]
+    running: int
+    last_run: RunBrief | None
+    recent: list[RunBrief] = Field(description="Its latest runs, newest first.")
+    success_rate: float | None = Field(description="Over `recent`, skipped runs left out.")
+
+
+class JobDetailOut(JobOut):
+    definition: dict[str, Any] = Field(description="As loaded, secrets redacted.")
+    environment_detail: dict[str, Any] | None = Field(
+        description="The environment its integration steps use, credentials redacted."
+    )
+
+
+class JobsOut(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    jobs: list[JobOut]
+
+
+class TriggerOut(BaseModel):
+    job_id: str
+    run_id: str
+    status: str = Field(description='"running", or the final status with ?wait=true.')
+    run: RunOut | None = None
+
+
+class RefusedOut(BaseModel):
+    job_id: str
+    reason: str
+
+
+class TriggerAllOut(BaseModel):
+    started: list[TriggerOut]
+    refused: list[RefusedOut]
+
+
+class EditOut(BaseModel):
+    job_id: str
+    action: Literal["created", "updated", "deleted", "paused", "resumed"]
+    changed: bool = Field(description="False when the file already said so (nothing written).")
+    applied: bool = Field(description="The running daemon has reloaded the change.")
+    file: str

@@ -1,0 +1,307 @@
+"""What the API shows: the daemon's jobs, schedule, health and history turned into response models.
+
+Read-only, with secrets redacted. Runs are read through the API's own history connection, so
+a slow query never holds the lock the scheduler loop writes through.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from poller.apimodels import (
+    FireOut,
+    JobDetailOut,
+    JobOut,
+    LastExecution,
+    NextRun,
+    RunBrief,
+    RunOut,
+    StatusOut,
+    StepCounts,
+)
+from poller.config import Config, Job
+from poller.timing import NeverFiresError, blackout_reason, describe, zone_of
+
+if TYPE_CHECKING:
+    from poller.daemon import Daemon
+    from poller.history import HistoryStore
+
+log = logging.getLogger(__name__)
+
+REDACTED = "**********"
+RECENT_RUNS = 12
+"""Runs per job in /jobs (the page's bar of recent runs and the job's success rate)."""
+NEXT_FIRES = 3
+TOTALS_TTL_SECONDS = 2.0
+STALL_SECONDS = 90.0
+"""The loop wakes at least every 30 s; no tick for this long means it is stuck."""
+_SENSITIVE_KEY = re.compile(
+    r"auth|token|secret|passw|api[-_]?key|cookie|credential|signature|session", re.IGNORECASE
+)
+
+
+class Redactor:
+    """Hides secrets: known secret values anywhere, and values under secret-looking keys."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a secret containing another is replaced whole.
+        self.secrets = tuple(sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True))
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+
+    def values(self, value: Any) -> Any:
+        """Replace known secret values inside any JSON-like value."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {key: self.values(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.values(item) for item in value]
+        return value
+
+    def definition(self, value: Any) -> Any:
+        """Like `values`, and also hide whatever sits under a key such as "Authorization"."""
+        if isinstance(value, dict):
+            return {
+                key: REDACTED
+                if _SENSITIVE_KEY.search(str(key)) and isinstance(item, str)
+                else self.definition(item)
+                for key, item in value.items()
+            }
+        if isinstance(value, list):
+            return [self.definition(item) for item in value]
+        return self.values(value)
+
+
+class TotalsCache:
+    """History run counts by status. Counting a million runs takes from 0.1 s to a second, so
+    counts are served from here, counted again on a thread of their own once they are older
+    than `ttl_seconds` (and than 20 times the last count's duration, so counting never takes
+    more than a twentieth of a core); only the very first call waits."""
+
+    def __init__(self, reader: HistoryStore, ttl_seconds: float = TOTALS_TTL_SECONDS) -> None:
+        self.reader = reader
+        self.ttl_seconds = ttl_seconds
+        self._lock = threading.Lock()
+        self._due_at = -math.inf
+        self._counting = False
+        self._totals: dict[str, int] | None = None
+
+    def __call__(self) -> dict[str, int]:
+        with self._lock:
+            if self._totals is None:
+                self._totals = self._count()
+            elif time.monotonic() >= self._due_at and not self._counting:
+                self._counting = True
+                threading.Thread(target=self._recount, name="api-totals", daemon=True).start()
+            return dict(self._totals)
+
+    def _recount(self) -> None:
+        try:
+            totals: dict[str, int] | None = self._count()
+        except sqlite3.Error as err:  # closed at shutdown, or locked: keep the last counts
+            log.warning("history totals not counted: %s", err)
+            totals = None
+        with self._lock:
+            self._counting = False
+            if totals is not None:
+                self._totals = totals
+
+    def _count(self) -> dict[str, int]:
+        began = time.monotonic()
+        totals = self.reader.totals()
+        took = time.monotonic() - began
+        self._due_at = time.monotonic() + max(self.ttl_seconds, 20 * took)
+        return totals
+
+
+def health(daemon: Daemon, now: datetime) -> tuple[str, str | None]:
+    """("ok" | "stalled" | "stopped", why not ok)."""
+    if not daemon.pool_alive():
+        return "stopped", "the worker pool is shut down"
+    age = (now - daemon.last_tick).total_seconds()
+    if age > STALL_SECONDS:
+        return "stalled", f"the scheduler loop has not run for {age:.0f}s"
+    return "ok", None
+
+
+def status(daemon: Daemon, reader: HistoryStore, totals: dict[str, int]) -> StatusOut:
+    now = daemon.clock.now()
+    config = daemon.config
+    scheduled = dict(daemon.scheduler.by_id)
+    next_run = None
+    if scheduled:
+        job_id, fire_job = min(scheduled.items(), key=lambda item: item[1].due_at)
+        next_run = NextRun(job_id=job_id, at=fire_job.due_at)
+    latest = reader.recent(None, 1)
+    return StatusOut(
+        scheduler_running=health(daemon, now)[0] == "ok",
+        started_at=daemon.started_at,
+        uptime_seconds=round((now - daemon.started_at).total_seconds(), 3),
+        next_run=next_run,
+        jobs=len(config.jobs),
+        jobs_enabled=sum(1 for job in config.jobs if job.enabled),
+        jobs_scheduled=len(scheduled),
+        inflight=daemon.inflight(),
+        totals=totals,
+        success_rate=_rate(totals.get("success", 0), totals.get("failed", 0)),
+        last_execution=_last_execution(latest[0]) if latest else None,
+        reloads=daemon.reloads["applied"],
+        reload_errors=daemon.reloads["failed"],
+    )
+
+
+def job_out(daemon: Daemon, reader: HistoryStore, config: Config, job: Job) -> JobOut:
+    schedule = config.schedule(job)
+    zone = zone_of(schedule)
+    fires = [
+        FireOut(at=fire.astimezone(zone), blackout=blackout_reason(job, fire, zone))
+        for fire in planned_fires(daemon, job.id, NEXT_FIRES)
+    ]
+    recent = [run_brief(run) for run in reader.recent(job.id, RECENT_RUNS)]
+    statuses = [run.status for run in recent]
+    return JobOut(
+        id=job.id,
+        label=job.label,
+        description=job.description,
+        enabled=job.enabled,
+        schedule=describe(schedule),
+        timezone=zone.key,
+        environment=config.environment_name(job),
+        next_fire_at=fires[0].at if fires else None,
+        next_fires=fires,
+        running=daemon.running(job.id),
+        last_run=recent[0] if recent else None,
+        recent=recent,
+        success_rate=_rate(statuses.count("success"), statuses.count("failed")),
+    )
+
+
+def job_detail(
+    daemon: Daemon, reader: HistoryStore, config: Config, job: Job, redactor: Redactor
+) -> JobDetailOut:
+    summary = job_out(daemon, reader, config, job)
+    definition = job.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    definition = {"id": job.id, "label": job.label, **definition}
+    environment = config.environments.get(summary.environment)
+    detail = None
+    if environment is not None:
+        detail = redactor.definition(environment.model_dump(mode="json"))
+        detail["base_url"] = _without_userinfo(environment.base_url)
+    return JobDetailOut(
+        **summary.model_dump(),
+        definition=redactor.definition(definition),
+        environment_detail=detail,
+    )
+
+
+def planned_fires(daemon: Daemon, job_id: str, count: int) -> list[datetime]:
+    """The scheduler's next fires of a job (aware UTC): its due instant, then each next one."""
+    fire_job = daemon.scheduler.by_id.get(job_id)
+    if fire_job is None or not fire_job.is_active:
+        return []
+    fires = [fire_job.due_at]
+    while len(fires) < count:
+        try:
+            fires.append(fire_job.plan(fires[-1]))
+        except NeverFiresError:
+            break
+    return fires
+
+
+def run_out(record: dict[str, Any], redactor: Redactor) -> RunOut:
+    record = redactor.values(record)
+    return RunOut.model_validate({**record, "duration_ms": _duration_ms(record)})
+
+
+def run_brief(record: dict[str, Any]) -> RunBrief:
+    started, finished = _instant(record.get("started_at")), _instant(record.get("finished_at"))
+    # Built without validation (the fields are typed above): /jobs makes thousands of them.
+    return RunBrief.model_construct(
+        run_id=str(record.get("run_id", "")),
+        status=str(record.get("status", "")),
+        trigger=record.get("trigger"),
+        started_at=started,
+        duration_ms=_ms_between(started, finished),
+    )
+
+
+def tail(path: Path, lines: int, redactor: Redactor, block: int = 64 * 1024) -> list[str]:
+    """The last `lines` lines of a text file, read from its end."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below; the file may not exist yet
+    except FileNotFoundError:
+        return []
+    with handle:
+        end = handle.seek(0, 2)
+        data = b""
+        position = end
+        while position > 0 and data.count(b"\n") <= lines:
+            step = min(block, position)
+            position -= step
+            handle.seek(position)
+            data = handle.read(step) + data
+    text = data.decode("utf-8", errors="replace")
+    return [redactor.text(line) for line in text.splitlines()[-lines:]]
+
+
+def _last_execution(record: dict[str, Any]) -> LastExecution:
+    steps = record.get("steps") or []
+    counts = {name: 0 for name in ("success", "failed", "skipped")}
+    for step in steps:
+        if step.get("status") in counts:
+            counts[step["status"]] += 1
+    return LastExecution(
+        run_id=str(record.get("run_id", "")),
+        job_id=str(record.get("job_id", "")),
+        status=str(record.get("status", "")),
+        trigger=record.get("trigger"),
+        started_at=record.get("started_at"),
+        finished_at=record.get("finished_at"),
+        duration_ms=_duration_ms(record),
+        reason=record.get("reason"),
+        steps=StepCounts(total=len(steps), **counts),
+    )
+
+
+def _duration_ms(record: dict[str, Any]) -> int | None:
+    return _ms_between(_instant(record.get("started_at")), _instant(record.get("finished_at")))
+
+
+def _instant(value: Any) -> datetime | None:
+    try:
+        instant = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return instant if instant is not None and instant.tzinfo is not None else None
+
+
+def _ms_between(started: datetime | None, finished: datetime | None) -> int | None:
+    if started is None or finished is None:
+        return None
+    return max(0, round((finished - started).total_seconds() * 1000))
+
+
+def _rate(success: int, failed: int) -> float | None:
+    return None if success + failed == 0 else round(success / (success + failed), 4)
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=REDACTED + "@" + parts.netloc.rsplit("@", 1)[1]))

@@ -1,0 +1,135 @@
+"""Prometheus metrics of one daemon, on a registry of its own (no process-wide default).
+
+State (jobs, runs in flight, history totals, reloads, the loop's last tick) is read when
+scraped; what only exists as an event (a run's end, its duration, attempts and lateness) is
+counted by observing the results of the daemon's `run_chain`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from poller.results import RunResult
+
+if TYPE_CHECKING:
+    from poller.daemon import Daemon, RunChain
+
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    """The metrics of `daemon`; `observing(run_chain)` counts the runs it makes."""
+
+    def __init__(self, daemon: Daemon, totals: Callable[[], dict[str, int]]) -> None:
+        """`totals`: the history's run counts by status."""
+        self.registry = CollectorRegistry()
+        self.runs = Counter(
+            "poller_runs",
+            "Runs that reached an end, by job, trigger and status.",
+            ["job_id", "trigger", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "poller_run_duration_seconds",
+            "Run durations, start to end.",
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.attempts = Counter(
+            "poller_step_attempts",
+            "Attempts of chain entries (first tries and retries), by job.",
+            ["job_id"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "poller_step_retries",
+            "Retries of chain entries (attempts after the first), by job.",
+            ["job_id"],
+            registry=self.registry,
+        )
+        self.lateness = Histogram(
+            "poller_fire_lateness_seconds",
+            "How long after its scheduled instant a scheduled run started.",
+            buckets=LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_DaemonState(daemon, totals))
+
+    def observe(self, result: RunResult) -> None:
+        self.runs.labels(result.job_id, result.trigger, result.status).inc()
+        if result.duration_ms is not None:
+            self.duration.observe(result.duration_ms / 1000)
+        attempts = sum(step.attempts for step in result.steps)
+        if attempts:
+            self.attempts.labels(result.job_id).inc(attempts)
+            retries = sum(max(step.attempts - 1, 0) for step in result.steps)
+            if retries:
+                self.retries.labels(result.job_id).inc(retries)
+        if result.trigger in ("schedule", "catch-up") and result.scheduled_for is not None:
+            late = (result.started_at - result.scheduled_for).total_seconds()
+            self.lateness.observe(max(late, 0.0))
+
+    def observing(self, run_chain: RunChain) -> RunChain:
+        """`run_chain`, with each result it returns observed."""
+
+        def observed(*args: Any, **kwargs: Any) -> RunResult:
+            result = run_chain(*args, **kwargs)
+            self.observe(result)
+            return result
+
+        return observed
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class _DaemonState:
+    """A collector read at scrape time."""
+
+    def __init__(self, daemon: Daemon, totals: Callable[[], dict[str, int]]) -> None:
+        self.daemon = daemon
+        self.totals = totals
+
+    def collect(self) -> Iterator[Metric]:
+        daemon = self.daemon
+        jobs = daemon.config.jobs
+        configured = GaugeMetricFamily(
+            "poller_jobs", "Jobs in the config, by state.", labels=["state"]
+        )
+        enabled = sum(1 for job in jobs if job.enabled)
+        configured.add_metric(["enabled"], enabled)
+        configured.add_metric(["disabled"], len(jobs) - enabled)
+        yield configured
+        yield GaugeMetricFamily(
+            "poller_jobs_scheduled",
+            "Jobs with a next fire on the scheduler.",
+            value=len(daemon.scheduler.by_id),
+        )
+        yield GaugeMetricFamily(
+            "poller_runs_inflight", "Runs going on now.", value=daemon.inflight()
+        )
+        history = GaugeMetricFamily(
+            "poller_history_runs", "Runs kept in the history, by status.", labels=["status"]
+        )
+        for status, count in sorted(self.totals().items()):
+            history.add_metric([status], count)
+        yield history
+        yield CounterMetricFamily(
+            "poller_reloads", "Config reloads applied.", value=daemon.reloads["applied"]
+        )
+        yield CounterMetricFamily(
+            "poller_reload_errors",
+            "Config reloads refused (invalid file; the last good config was kept).",
+            value=daemon.reloads["failed"],
+        )
+        yield GaugeMetricFamily(
+            "poller_loop_last_tick_timestamp_seconds",
+            "When the scheduler loop last ran (Unix time).",
+            value=daemon.last_tick.timestamp(),
+        )

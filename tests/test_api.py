@@ -1,0 +1,464 @@
+"""The HTTP API against the real daemon (`python app.py` subprocess) and the stand-in platform."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from poller.api import create_app
+from poller.apiserver import bind, serve
+from poller.apiviews import STALL_SECONDS
+from poller.configfile import load_config
+from poller.daemon import Daemon
+from poller.history import HistoryStore
+from tests.apiproc import API_KEY, ApiDaemon, api_settings, start_api_daemon
+from tests.conftest import FakeClock
+from tests.daemonproc import REPO, DaemonProcess, wait_until
+from tests.platform import PlatformServer
+
+PASSWORD = "platform-password-31"  # the stand-in platform's; also a secret of the config
+HEADER_TOKEN = "header-token-9d2e7"
+
+
+def base_config(platform: PlatformServer) -> dict[str, Any]:
+    return {
+        "settings": {"api": api_settings(), "timezone": "Europe/London"},
+        "environments": {
+            "live": {
+                "base_url": platform.url,
+                "retries": 0,
+                "timeout_seconds": 10,
+                "auth": {"type": "basic", "username": "alice", "password": "${PLATFORM_PW}"},
+            }
+        },
+        "jobs": [
+            {
+                "id": "tick",
+                "label": "Tick",
+                "description": "a function every 2 s",
+                "every": "2s",
+                "integrationIDs": [[{"function": "steps:tick"}]],
+            },
+            {
+                "id": "nap",
+                "time": ["06:00", "18:30"],
+                "input": {"seconds": 3},
+                "integrationIDs": [[{"function": "steps:nap"}]],
+            },
+            {
+                "id": "chain",
+                "cron": "0 8-18 * * 1-5",
+                "integrationIDs": [
+                    ["abc123"],
+                    [
+                        {
+                            "http": {
+                                "method": "POST",
+                                "url": platform.url + "/echo",
+                                "headers": {"Authorization": "Bearer ${HEADER_TOKEN}"},
+                                "json": {"password": "${PLATFORM_PW}"},
+                            }
+                        }
+                    ],
+                ],
+            },
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def platform_server() -> Iterator[PlatformServer]:
+    with PlatformServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def api(
+    tmp_path_factory: pytest.TempPathFactory, platform_server: PlatformServer
+) -> Iterator[ApiDaemon]:
+    folder = tmp_path_factory.mktemp("api")
+    running = start_api_daemon(
+        folder, base_config(platform_server), PLATFORM_PW=PASSWORD, HEADER_TOKEN=HEADER_TOKEN
+    )
+    yield running
+    assert running.daemon.stop() == 0
+
+
+def config_file(api: ApiDaemon) -> dict[str, Any]:
+    return json.loads(api.daemon.config_path.read_text())  # type: ignore[no-any-return]
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+def test_root_lists_every_endpoint(api: ApiDaemon) -> None:
+    info = api.json("/")
+    assert info["service"] == "poller" and info["status"] == "running"
+    listed = {(e["method"], e["path"]) for e in info["endpoints"]}
+    assert {
+        ("GET", "/status"),
+        ("GET", "/jobs/{job_id}/runs"),
+        ("POST", "/jobs/{job_id}/trigger"),
+        ("DELETE", "/jobs/{job_id}"),
+        ("GET", "/metrics"),
+    } <= listed
+
+
+def test_health_is_open_and_ok(api: ApiDaemon) -> None:
+    response = requests.get(api.url + "/health", timeout=10)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["scheduler_running"] is True
+    assert set(body) >= {"status", "scheduler_running", "timestamp"}
+
+
+def test_status_reports_the_scheduler_and_the_last_execution(api: ApiDaemon) -> None:
+    api.daemon.wait_runs("tick", 1, status="success")
+    status = api.json("/status")
+    assert status["scheduler_running"] is True
+    assert status["jobs"] == 3 and status["jobs_scheduled"] >= 3
+    assert status["next_run"]["job_id"]
+    assert status["totals"]["success"] >= 1
+    assert 0 <= status["success_rate"] <= 1
+    last = status["last_execution"]
+    assert last["status"] in ("success", "running", "failed")
+    assert last["steps"]["total"] == sum(last["steps"][k] for k in ("success", "failed", "skipped"))
+
+
+def test_logs_tail_is_capped(api: ApiDaemon) -> None:
+    logs = api.json("/logs", params={"lines": 3})
+    assert len(logs["lines"]) == 3
+    assert logs["file"].endswith("logfile.log")
+    assert len(api.json("/logs", params={"lines": 50_000})["lines"]) <= 1000
+    assert api.get("/logs", params={"lines": 0}).status_code == 422
+
+
+def test_jobs_show_schedule_next_fires_and_recent_runs(api: ApiDaemon) -> None:
+    api.daemon.wait_runs("tick", 2, status="success")
+    page = api.json("/jobs")
+    assert page["total"] == 3
+    jobs = {job["id"]: job for job in page["jobs"]}
+    assert list(jobs) == ["tick", "nap", "chain"]
+    tick = jobs["tick"]
+    assert tick["schedule"] == "every 2s" and tick["timezone"] == "Europe/London"
+    assert len(tick["next_fires"]) == 3 and tick["next_fire_at"] == tick["next_fires"][0]["at"]
+    assert tick["last_run"]["status"] == "success" and tick["success_rate"] == 1.0
+    assert jobs["nap"]["schedule"] == "daily at 06:00 and 18:30"
+    assert jobs["nap"]["next_fires"][0]["at"][-6:] in ("+00:00", "+01:00")
+    assert jobs["chain"]["schedule"].startswith("cron 0 8-18 * * 1-5")
+    assert api.json("/jobs", params={"offset": 1, "limit": 1})["jobs"][0]["id"] == "nap"
+
+
+def test_one_job_has_its_definition_and_redacted_environment(api: ApiDaemon) -> None:
+    job = api.json("/jobs/chain")
+    assert job["definition"]["cron"] == "0 8-18 * * 1-5"
+    http = job["definition"]["integrationIDs"][1][0]["http"]
+    assert http["headers"]["Authorization"] == "**********"
+    assert http["json"]["password"] == "**********"
+    environment = job["environment_detail"]
+    assert environment["auth"] == {"type": "basic", "username": "alice", "password": "**********"}
+    missing = api.get("/jobs/nope")
+    assert missing.status_code == 404 and "no job 'nope'" in missing.json()["detail"]
+
+
+def test_runs_of_a_job_and_one_run_with_steps(api: ApiDaemon) -> None:
+    api.daemon.wait_runs("tick", 2, status="success")
+    runs = api.json("/jobs/tick/runs", params={"limit": 2, "status": "success"})
+    assert len(runs) == 2 and all(run["status"] == "success" for run in runs)
+    assert runs[0]["started_at"] >= runs[1]["started_at"]
+    run = api.json(f"/runs/{runs[0]['run_id']}")
+    assert run["steps"][0] == {
+        "id": "function:steps:tick",
+        "step": 0,
+        "entry": 0,
+        "status": "success",
+        "attempts": 1,
+        "duration_ms": run["steps"][0]["duration_ms"],
+        "error": None,
+        "reason": None,
+    }
+    assert api.get("/runs/no-such-run").status_code == 404
+    assert api.get("/jobs/tick/runs", params={"status": "bogus"}).status_code == 422
+    assert api.get("/jobs/never-was/runs").status_code == 404
+
+
+# --- actions ----------------------------------------------------------------------------
+
+
+def test_trigger_and_wait_returns_the_result(
+    api: ApiDaemon, platform_server: PlatformServer
+) -> None:
+    response = api.post("/jobs/chain/trigger", params={"wait": "true", "timeout_seconds": 20})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "success"
+    steps = body["run"]["steps"]
+    assert [s["id"] for s in steps] == ["abc123", "http:POST " + platform_server.url + "/echo"]
+    assert all(s["attempts"] == 1 for s in steps)
+    assert body["run"]["output"]["json"]["password"] == "**********"
+
+
+def test_trigger_is_refused_while_the_job_is_full(api: ApiDaemon) -> None:
+    first = api.post("/jobs/nap/trigger")
+    assert first.status_code == 202
+    run_id = first.json()["run_id"]
+    second = api.post("/jobs/nap/trigger")
+    assert second.status_code == 409
+    assert "already running" in second.json()["detail"]
+    assert api.json(f"/runs/{run_id}")["trigger"] == "manual"
+    assert api.post("/jobs/nope/trigger").status_code == 404
+
+
+def test_trigger_all_runs_every_enabled_job(api: ApiDaemon) -> None:
+    wait_until(lambda: api.json("/jobs/nap")["running"] == 0, timeout=10, what="nap to end")
+    response = api.post("/trigger")
+    assert response.status_code == 202
+    body = response.json()
+    started = {item["job_id"] for item in body["started"]}
+    refused = {item["job_id"] for item in body["refused"]}
+    assert started | refused == {"tick", "nap", "chain"} and "nap" in started
+
+
+def test_create_edit_pause_delete_round_trip(api: ApiDaemon) -> None:
+    job = {"id": "made", "label": "Made by API", "every": "1h", "integrationIDs": [["x1"]]}
+    created = api.post("/jobs", json=job)
+    assert created.status_code == 201, created.text
+    assert created.json()["applied"] is True
+    assert config_file(api)["jobs"][-1] == job
+    assert api.json("/jobs/made")["next_fire_at"] is not None
+
+    edited = api.request("PUT", "/jobs/made", json={**job, "every": "2h"})
+    assert edited.status_code == 200 and edited.json()["action"] == "updated"
+    assert config_file(api)["jobs"][-1]["every"] == "2h"
+    assert api.json("/jobs/made")["schedule"] == "every 2h"
+
+    paused = api.post("/jobs/made/pause")
+    assert paused.json() == {**paused.json(), "action": "paused", "changed": True}
+    assert config_file(api)["jobs"][-1]["enabled"] is False
+    assert api.json("/jobs/made")["next_fire_at"] is None
+    assert api.post("/jobs/made/pause").json()["changed"] is False
+    api.post("/jobs/made/resume")
+    assert api.json("/jobs/made")["next_fire_at"] is not None
+
+    deleted = api.request("DELETE", "/jobs/made")
+    assert deleted.status_code == 200 and deleted.json()["applied"] is True
+    assert "made" not in [j.get("id") for j in config_file(api)["jobs"]]
+    assert api.get("/jobs/made").status_code == 404
+    assert api.request("DELETE", "/jobs/made").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"id": "bad", "time": "25:00", "integrationIDs": [["x"]]},
+            'jobs[3].time: "25:00" is not valid; expected "HH:MM" or "HH:MM:SS"',
+        ),
+        (
+            {"id": "bad", "every": "1h", "integrationIDs": [["x"]], "colour": "red"},
+            "jobs[3].colour: unknown field",
+        ),
+        ({"id": "bad", "integrationIDs": [["x"]]}, 'expected exactly one of "time"'),
+    ],
+    ids=["bad-time", "unknown-field", "no-schedule"],
+)
+def test_invalid_create_is_422_and_leaves_the_file_untouched(
+    api: ApiDaemon, body: dict[str, Any], message: str
+) -> None:
+    before = api.daemon.config_path.read_bytes()
+    response = api.post("/jobs", json=body)
+    assert response.status_code == 422, response.text
+    problems = response.json()["problems"]
+    assert any(message in p["message"] for p in problems), problems
+    assert problems[0]["message"].startswith("config.json:")
+    assert api.daemon.config_path.read_bytes() == before
+
+
+def test_refused_edits(api: ApiDaemon) -> None:
+    before = api.daemon.config_path.read_bytes()
+    duplicate = api.post("/jobs", json={"id": "tick", "every": "1h", "integrationIDs": [["x"]]})
+    assert duplicate.status_code == 409 and "already exists" in duplicate.json()["detail"]
+    renamed = api.request("PUT", "/jobs/tick", json={"id": "other", "every": "1h"})
+    assert renamed.status_code == 422
+    assert "expected 'tick' as in the URL" in renamed.json()["problems"][0]["message"]
+    not_json = api.post("/jobs", data=b"{nope", headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 422
+    assert "request: body: invalid JSON: Expecting property name" in not_json.text
+    huge = {"id": "big", "every": "1h", "integrationIDs": [["x"]], "description": "x" * 70_000}
+    assert api.post("/jobs", json=huge).status_code == 413
+    assert api.daemon.config_path.read_bytes() == before
+
+
+def test_concurrent_creates_all_land(api: ApiDaemon) -> None:
+    def create(i: int) -> int:
+        job = {"id": f"c{i}", "every": "1h", "integrationIDs": [["x"]]}
+        return api.post("/jobs", json=job).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(create, range(6)))
+    assert codes == [201] * 6
+    ids = [job.get("id") for job in config_file(api)["jobs"]]
+    assert {f"c{i}" for i in range(6)} <= set(ids)
+    with ThreadPoolExecutor(6) as pool:
+        gone = list(pool.map(lambda i: api.request("DELETE", f"/jobs/c{i}").status_code, range(6)))
+    assert gone == [200] * 6
+
+
+def test_metrics(api: ApiDaemon) -> None:
+    api.daemon.wait_runs("tick", 1, status="success")
+    assert api.post("/jobs/tick/pause").json()["applied"] is True
+    assert api.post("/jobs/tick/resume").json()["applied"] is True
+    response = api.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    for line in (
+        'poller_runs_total{job_id="tick",status="success",trigger="schedule"}',
+        'poller_jobs{state="enabled"}',
+        "poller_runs_inflight ",
+        'poller_history_runs{status="success"}',
+        "poller_fire_lateness_seconds_bucket",
+        "poller_run_duration_seconds_count",
+        'poller_step_attempts_total{job_id="tick"}',
+        "poller_loop_last_tick_timestamp_seconds",
+    ):
+        assert line in text, line
+    reloads = next(line for line in text.splitlines() if line.startswith("poller_reloads_total"))
+    assert float(reloads.split()[-1]) >= 2
+
+
+# --- security ---------------------------------------------------------------------------
+
+PROTECTED = [
+    ("GET", "/"),
+    ("GET", "/status"),
+    ("GET", "/logs"),
+    ("GET", "/jobs"),
+    ("GET", "/jobs/tick"),
+    ("GET", "/jobs/tick/runs"),
+    ("GET", "/runs/x"),
+    ("GET", "/metrics"),
+    ("POST", "/jobs/tick/trigger"),
+    ("POST", "/trigger"),
+    ("POST", "/jobs"),
+    ("PUT", "/jobs/tick"),
+    ("DELETE", "/jobs/tick"),
+    ("POST", "/jobs/tick/pause"),
+    ("POST", "/jobs/tick/resume"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED, ids=[f"{m} {p}" for m, p in PROTECTED])
+def test_every_endpoint_but_health_needs_the_key(api: ApiDaemon, method: str, path: str) -> None:
+    url = api.url + path
+    missing = requests.request(method, url, json={}, timeout=10)
+    assert missing.status_code == 401, missing.text
+    assert missing.json()["detail"] == "missing X-API-Key header"
+    wrong = requests.request(method, url, json={}, headers={"X-API-Key": "wrong"}, timeout=10)
+    assert wrong.status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/health", "/ui", "/docs", "/openapi.json"])
+def test_open_pages_need_no_key(api: ApiDaemon, path: str) -> None:
+    assert requests.get(api.url + path, timeout=10).status_code == 200
+
+
+def test_secrets_never_appear_in_responses(api: ApiDaemon) -> None:
+    api.post("/jobs/chain/trigger", params={"wait": "true", "timeout_seconds": 20})
+    run_ids = [run["run_id"] for run in api.json("/jobs/chain/runs")]
+    texts = [
+        api.get(path).text
+        for path in (
+            "/",
+            "/status",
+            "/logs?lines=1000",
+            "/jobs",
+            "/jobs/chain",
+            "/jobs/chain/runs?limit=100",
+            "/metrics",
+            "/openapi.json",
+            *(f"/runs/{run_id}" for run_id in run_ids),
+        )
+    ]
+    for secret in (PASSWORD, HEADER_TOKEN, API_KEY):
+        assert not [text for text in texts if secret in text], secret
+
+
+def test_without_a_key_the_api_is_open_on_loopback(tmp_path: Path) -> None:
+    config = {
+        "settings": {"api": api_settings(key=None)},
+        "jobs": [{"id": "t", "every": "1h", "integrationIDs": [[{"function": "steps:tick"}]]}],
+    }
+    running = start_api_daemon(tmp_path, config, key=None)
+    try:
+        assert requests.get(running.url + "/status", timeout=10).status_code == 200
+        assert "no api_key: loopback only" in running.daemon.log()
+    finally:
+        running.daemon.stop()
+
+
+def refused_start(folder: Path, api: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    config = {"settings": {"api": api}, "jobs": []}
+    daemon = DaemonProcess(folder, config)
+    return subprocess.run(
+        [sys.executable, str(REPO / "app.py"), "--config", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize("key", [{}, {"api_key": ""}], ids=["no-key", "empty-key"])
+def test_no_key_on_a_public_address_refuses_to_start(tmp_path: Path, key: dict[str, str]) -> None:
+    result = refused_start(tmp_path, {"enabled": True, "host": "0.0.0.0", "port": 0, **key})
+    assert result.returncode == 1
+    assert (
+        "the API cannot start: settings.api.host is '0.0.0.0' but settings.api.api_key "
+        "is not set" in result.stderr
+    )
+    assert "Poller started" not in (tmp_path / "logs" / "logfile.log").read_text()
+
+
+def test_a_port_in_use_refuses_to_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = refused_start(tmp_path, {"enabled": True, "port": port})
+    assert result.returncode == 1
+    assert f"the API cannot start: cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_health_is_503_when_the_loop_stalls_or_the_pool_is_gone(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    # In process: a stalled loop cannot be staged in a subprocess whose API must still answer.
+    config_path = tmp_path / "config.json"
+    config_path.write_text('{"jobs": []}')
+    store = HistoryStore(tmp_path / "poller.db")
+    daemon = Daemon(load_config(config_path), store, fake_clock)
+    server = serve(create_app(daemon, config_path, api_key=None), bind("127.0.0.1", 0))
+    try:
+        assert requests.get(server.url + "/health", timeout=10).json()["status"] == "ok"
+        fake_clock.advance(STALL_SECONDS + 1)
+        stalled = requests.get(server.url + "/health", timeout=10)
+        assert stalled.status_code == 503
+        assert stalled.json()["reason"] == "the scheduler loop has not run for 91s"
+        daemon.last_tick = fake_clock.now()
+        daemon.stop(0)
+        stopped = requests.get(server.url + "/health", timeout=10)
+        assert stopped.status_code == 503 and stopped.json()["status"] == "stopped"
+        status = requests.get(server.url + "/status", timeout=10).json()
+        assert status["scheduler_running"] is False
+    finally:
+        server.stop()
+        store.close()
