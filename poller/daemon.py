@@ -221,30 +221,38 @@ class Daemon:
         single_on_time = len(fires) == 1 and (now - fires[0]).total_seconds() <= ON_TIME_SECONDS
         trigger: Trigger = "schedule" if single_on_time else "catch-up"
         if missed:
-            reason = (
-                f"misfire: {len(missed)} fire(s) from {missed[0].isoformat()} to "
-                f"{missed[-1].isoformat()} were more than {job.misfire_grace_seconds:g}s late"
-            )
-            log.warning("job %s: %s", job.id, reason)
-            self._record(
-                skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=missed[-1])
-            )
+            why = f"misfire, more than {job.misfire_grace_seconds:g}s late"
+            self._skip_fires(job, missed, why, trigger, now, logging.WARNING)
         to_run = in_time[-1:] if job.coalesce else in_time[-MAX_CATCH_UP_RUNS:]
         not_run = in_time[: len(in_time) - len(to_run)]
         if not_run:
-            why = "coalesced with the fire at " if job.coalesce else "over the catch-up limit "
-            why += to_run[0].isoformat() if job.coalesce else f"of {MAX_CATCH_UP_RUNS}"
-            reason = (
-                f"{why}: {len(not_run)} fire(s) from {not_run[0].isoformat()} "
-                f"to {not_run[-1].isoformat()}"
+            why = (
+                f"coalesced with the fire at {to_run[0].isoformat()}"
+                if job.coalesce
+                else f"over the catch-up limit of {MAX_CATCH_UP_RUNS}"
             )
-            log.info("job %s: %s", job.id, reason)
-            self._record(
-                skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=not_run[-1])
-            )
+            self._skip_fires(job, not_run, why, trigger, now, logging.INFO)
         for scheduled_for in to_run:
             self.dispatch(job, scheduled_for, trigger)
         fire_job.due_at = now if len(fires) > CATCH_UP_SCAN_LIMIT else fires[-1]
+
+    def _skip_fires(
+        self,
+        job: Job,
+        fires: list[datetime],
+        why: str,
+        trigger: Trigger,
+        now: datetime,
+        level: int,
+    ) -> None:
+        """One skipped record (and log line) for a series of fires that will not run."""
+        reason = (
+            f"{why}: {len(fires)} fire(s) from {fires[0].isoformat()} to {fires[-1].isoformat()}"
+        )
+        log.log(level, "job %s: %s", job.id, reason)
+        self._record(
+            skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=fires[-1])
+        )
 
     def dispatch(self, job: Job, scheduled_for: datetime, trigger: Trigger) -> str | None:
         """Start a run of `job` on the pool; returns its run id, or None when not started."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from poller.history import HistoryStore
+from poller.results import RunResult
 from tests.daemonproc import REPO, DaemonProcess, config_with, launch, tick_job, wait_until
 from tests.platform import PlatformServer, slow
 
@@ -269,18 +271,7 @@ def test_history_command(folder: Path, daemons: list[DaemonProcess]) -> None:
     assert len(lines) == 3 and all(" t " in line and "success" in line for line in lines[1:])
     records = json.loads(history("--json", "--limit", "2").stdout)
     assert len(records) == 2
-    assert set(records[0]) >= {
-        "run_id",
-        "job_id",
-        "trigger",
-        "scheduled_for",
-        "started_at",
-        "finished_at",
-        "status",
-        "reason",
-        "steps",
-        "output",
-    }
+    assert list(records[0]) == [field.name for field in dataclasses.fields(RunResult)]
     assert records[0]["started_at"] >= records[1]["started_at"]
 
 

@@ -214,7 +214,7 @@ def test_fires_beyond_grace_become_one_misfire(
     daemon.scheduler.run_pending()
     settle(daemon)
     coalesced, misfire = store.recent("t", status="skipped")
-    assert misfire["reason"].startswith("misfire: 3590 fire(s) from")
+    assert misfire["reason"].startswith("misfire, more than 10s late: 3590 fire(s) from")
     # The 10 fires within the grace ran once; the 9 not run have one record too.
     assert coalesced["reason"].startswith("coalesced with the fire at 2026-03-01T13:00:01")
     assert ": 9 fire(s) from" in coalesced["reason"]
