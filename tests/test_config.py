@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poller.chainmodels import Condition, FunctionEntry, HttpEntry, IntegrationEntry
+from poller.chainmodels import OPERATORS, Condition, FunctionEntry, HttpEntry, IntegrationEntry
 from poller.config import (
     ApiKeyAuth,
     BasicAuth,
@@ -167,22 +167,7 @@ def test_chain_entry_kinds_and_conditions(tmp_path: Path) -> None:
     assert (cond[1].operator, cond[1].operand) == ("gt", 0)
 
 
-@pytest.mark.parametrize(
-    "op",
-    [
-        "equals",
-        "not_equals",
-        "gt",
-        "gte",
-        "lt",
-        "lte",
-        "in",
-        "not_in",
-        "exists",
-        "contains",
-        "matches",
-    ],
-)
+@pytest.mark.parametrize("op", OPERATORS)
 def test_every_condition_operator_parses(tmp_path: Path, op: str) -> None:
     operand: Any = {"in": [1], "not_in": [1], "exists": True, "matches": "^a"}.get(op, 1)
     entry = {"id": "a", "when": {"token": "t", op: operand}}
