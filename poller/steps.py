@@ -156,10 +156,7 @@ class StepRunner:
             request_id=request_id,
             deadline=deadline,
         )
-        output: Any = result.output
-        return EntryOutput(
-            output if isinstance(output, dict) else {"data": output}, result.attempts
-        )
+        return EntryOutput(dict(result.output), result.attempts)
 
     def _function(
         self, entry: FunctionEntry, data: dict[str, Any], request_id: str, deadline: float | None
