@@ -124,9 +124,12 @@ def poller_a(params: Params) -> Result:
     first = math.ceil(time.time()) + LEAD_SECONDS
     # `every` anchors at the daemon's start; stored anchors stagger the jobs over a second.
     store = HistoryStore(config.settings.state_db)
-    for i, job in enumerate(config.jobs):
-        anchor = datetime.fromtimestamp(first - 1 + i / count, UTC)
-        store.save_job_state(job.id, definition_of(config, job), anchor)
+    store.save_job_states(
+        [
+            (job.id, definition_of(config, job), datetime.fromtimestamp(first - 1 + i / count, UTC))
+            for i, job in enumerate(config.jobs)
+        ]
+    )
     store.close()
     measured: dict[str, float] = {}
 

@@ -6,6 +6,7 @@ locations live in `poller.configfile`. Models are frozen: a loaded config never 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -200,6 +201,7 @@ def parse_weekday(value: int | str) -> int:
     raise ValueError('expected a weekday: 0=Monday … 6=Sunday, or "mon" … "sun"')
 
 
+@functools.lru_cache(maxsize=4096)  # jobs at the same time share one tuple
 def parse_time(value: str) -> tuple[int, int, int]:
     match = TIME_RE.match(value)
     if not match:

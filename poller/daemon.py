@@ -59,6 +59,8 @@ class Planned:
         """Its next fire strictly after `instant`."""
         return next_fire(self.schedule, instant, self.anchor)
 
+    __call__ = after  # the plan its FireJob follows, without a bound method per job
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ReloadSummary:
@@ -99,6 +101,7 @@ class Daemon:
         self._inflight: dict[str, int] = {}
         self._idle = threading.Condition()
         self._planned: dict[str, Planned] = {}
+        self._fire = self._on_fire  # one bound method for every FireJob
         self.started_at = clock.now()
         self.last_tick, self.reloads = self.started_at, {"applied": 0, "failed": 0}
 
@@ -114,8 +117,10 @@ class Daemon:
             )
         states = self.store.job_states()
         with self.store.transaction():
+            new_states: list[tuple[str, str, datetime]] = []
             for job in self.config.jobs:
-                self._schedule(job, states.get(job.id), now, catch_up=True)
+                self._schedule(job, states.get(job.id), now, catch_up=True, new_states=new_states)
+            self.store.save_job_states(new_states)
             for job in self.config.jobs:
                 if job.enabled and job.run_on_start:
                     self.dispatch(job, now, "startup")
@@ -152,19 +157,36 @@ class Daemon:
             self._planned.pop(job_id, None)
         states = self.store.job_states()
         with self.store.transaction():
+            new_states: list[tuple[str, str, datetime]] = []
             for job in config.jobs:
                 if job.id in added or job.id in changed:
-                    self._schedule(job, states.get(job.id), now, catch_up=False)
+                    self._schedule(
+                        job, states.get(job.id), now, catch_up=False, new_states=new_states
+                    )
                 elif job.id in self._planned:  # same definition: keep its fire, take the object
                     self._planned[job.id] = dataclasses.replace(self._planned[job.id], job=job)
+            self.store.save_job_states(new_states)
         return ReloadSummary(added, changed, removed, len(new) - len(added) - len(changed))
 
-    def _schedule(self, job: Job, state: JobState | None, now: datetime, catch_up: bool) -> None:
+    def _schedule(
+        self,
+        job: Job,
+        state: JobState | None,
+        now: datetime,
+        *,
+        catch_up: bool,
+        new_states: list[tuple[str, str, datetime]],
+    ) -> None:
+        """Put `job` on the scheduler; a new or changed job's state goes to `new_states`.
+
+        A new or changed job's `every` counts from `now` in whole seconds (readable fire
+        times), an anchor the jobs of one start or reload share.
+        """
         definition = definition_of(self.config, job)
         if state is None or state.definition != definition:
-            # `every` counts from here; whole seconds keep fire times readable.
-            state = JobState(definition, anchor=now.replace(microsecond=0), last_fire=None)
-            self.store.save_job_state(job.id, definition, state.anchor)
+            anchor = new_states[-1][2] if new_states else now.replace(microsecond=0)
+            state = JobState(definition, anchor, last_fire=None)
+            new_states.append((job.id, definition, anchor))
         existing = self.scheduler.by_id.get(job.id)
         if existing is not None:
             self.scheduler.cancel_job(existing)
@@ -178,7 +200,7 @@ class Daemon:
             log.error("job %s is not scheduled: %s", job.id, err)
             return
         self._planned[job.id] = planned
-        self.scheduler.add(job.id, planned.after, due_at, self._on_fire)
+        self.scheduler.add(job.id, planned, due_at, self._fire)
 
     # --- firing -----------------------------------------------------------------------
 

@@ -258,12 +258,20 @@ class HistoryStore:
             for job_id, definition, anchor, last in rows
         }
 
-    def save_job_state(self, job_id: str, definition: str, anchor: datetime) -> None:
-        """Remember a job's definition and the anchor its `every` fires count from."""
-        self._write(
-            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?)",
-            (job_id, definition, iso(anchor), SCHEMA_VERSION),
-        )
+    def save_job_states(self, states: list[tuple[str, str, datetime]]) -> None:
+        """Remember jobs' definitions and the anchors their `every` fires count from.
+
+        `states` holds (job id, definition, anchor) tuples; one statement writes them all.
+        """
+        stamps: dict[datetime, str] = {}  # a start or reload gives every new job one anchor
+        rows = [
+            (job_id, definition, stamps.get(anchor) or stamps.setdefault(anchor, iso(anchor)))
+            for job_id, definition, anchor in states
+        ]
+        with self._lock:
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, {SCHEMA_VERSION})", rows
+            )
 
     # --- plumbing ---------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import itertools
 from collections.abc import Callable
 from datetime import datetime
 
@@ -46,8 +45,28 @@ class FireJob(schedule.Job):
         self.due_at = due_at
         self.upcoming: datetime | None = None  # plan(due_at), when the fire already knew it
         self.is_active = True
-        self.job_func = functools.partial(fire, self)
-        self._sync_next_run()
+        self.fire = fire
+
+    # schedule.Job keeps these two as attributes; here they derive from `due_at` and `fire`
+    # (10,000 jobs would otherwise hold 10,000 extra datetimes and partials).
+
+    @property  # type: ignore[override]
+    def job_func(self) -> Callable[[], None]:
+        """What schedule.Job.run calls: the fire callback, given this job."""
+        return functools.partial(self.fire, self)
+
+    @job_func.setter
+    def job_func(self, value: object) -> None:
+        """schedule.Job.__init__ sets it to None; the callback is `fire`."""
+
+    @property
+    def next_run(self) -> datetime:
+        """schedule's own view (repr, get_next_run): naive local time of `due_at`."""
+        return self.due_at.astimezone().replace(tzinfo=None)
+
+    @next_run.setter
+    def next_run(self, value: object) -> None:
+        """schedule.Job.__init__ sets it to None; the due time is `due_at`."""
 
     @property
     def should_run(self) -> bool:
@@ -57,11 +76,6 @@ class FireJob(schedule.Job):
     def _schedule_next_run(self) -> None:
         upcoming, self.upcoming = self.upcoming, None
         self.due_at = upcoming if upcoming is not None else self.plan(self.due_at)
-        self._sync_next_run()
-
-    def _sync_next_run(self) -> None:
-        # schedule's own view (repr, get_next_run): naive local time of the same instant.
-        self.next_run = self.due_at.astimezone().replace(tzinfo=None)
 
     def __repr__(self) -> str:
         return f"FireJob({self.job_id!r}, due_at={self.due_at.isoformat()})"
@@ -73,8 +87,8 @@ class HeapScheduler(schedule.Scheduler):
     def __init__(self, clock: Clock) -> None:
         super().__init__()
         self.clock = clock
-        self._heap: list[tuple[datetime, int, FireJob]] = []
-        self._seq = itertools.count()
+        # (due, job id, job): ties fire in id order; the id is the job's own string.
+        self._heap: list[tuple[datetime, str, FireJob]] = []
         self.by_id: dict[str, FireJob] = {}
 
     def add(
@@ -87,7 +101,7 @@ class HeapScheduler(schedule.Scheduler):
         job = FireJob(self, job_id, plan, due_at, fire)
         self.jobs.append(job)
         self.by_id[job_id] = job
-        heapq.heappush(self._heap, (job.due_at, next(self._seq), job))
+        heapq.heappush(self._heap, (job.due_at, job.job_id, job))
         return job
 
     def cancel_job(self, job: schedule.Job) -> None:
@@ -111,7 +125,7 @@ class HeapScheduler(schedule.Scheduler):
                 continue  # cancelled or rescheduled since it was pushed
             self._run_job(job)
             if job.is_active:
-                heapq.heappush(self._heap, (job.due_at, next(self._seq), job))
+                heapq.heappush(self._heap, (job.due_at, job.job_id, job))
 
     def next_due(self) -> datetime | None:
         """The earliest due instant of any active job (aware UTC)."""

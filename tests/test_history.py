@@ -95,7 +95,7 @@ def test_unreadable_rows_are_reported_never_deleted(
 
 
 def test_job_state_and_last_fire(store: HistoryStore) -> None:
-    store.save_job_state("j", "abc", T0)
+    store.save_job_states([("j", "abc", T0)])
     assert store.job_states() == {"j": JobState("abc", T0, None)}
     store.claim(record("r1", T0 + timedelta(seconds=5)))
     store.save(record("r2", T0 + timedelta(seconds=3), status="skipped"))
