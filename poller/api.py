@@ -208,7 +208,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
     @api.get("/runs/{run_id}", response_model=RunOut, responses=_errors(404))
     def get_run(run_id: str) -> Response:
         """One run with its steps."""
-        record = reader.get(run_id)
+        record = daemon.store.queued(run_id) or reader.get(run_id)
         if record is None:
             raise HTTPException(404, f"no run {run_id!r}")
         return _json(apiviews.run_out(record, redactor()))
@@ -242,7 +242,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
             raise HTTPException(409, f"job {job_id!r} is already running (max_instances)")
         out = TriggerOut(job_id=job_id, run_id=run_id, status="running")
         if wait:
-            record = _wait_for_end(reader, run_id, timeout_seconds)
+            record = _wait_for_end(daemon.store, reader, run_id, timeout_seconds)
             if record is not None:
                 run = apiviews.run_out(record, redactor())
                 out = TriggerOut(job_id=job_id, run_id=run_id, status=run.status, run=run)
@@ -351,10 +351,13 @@ def _trigger(daemon: Daemon, job: Job) -> str | None:
         raise HTTPException(503, "the daemon is stopping; no new runs") from None
 
 
-def _wait_for_end(reader: HistoryStore, run_id: str, timeout: float) -> dict[str, Any] | None:
+def _wait_for_end(
+    store: HistoryStore, reader: HistoryStore, run_id: str, timeout: float
+) -> dict[str, Any] | None:
+    """The run's final record (the daemon's queued one, or the written one), or None."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        record = reader.get(run_id)
+        record = store.queued(run_id) or reader.get(run_id)
         if record is not None and record.get("status") != "running":
             return record
         time.sleep(POLL_SECONDS)

@@ -111,6 +111,7 @@ class Daemon:
         """Mark crashed runs, schedule every job (catching up after downtime), run_on_start."""
         now = self.clock.now()
         interrupted = self.store.mark_interrupted("the daemon stopped during the run", now)
+        interrupted += self.store.mark_lost_fires(now)
         if interrupted:
             log.warning(
                 "%d run(s) left running by the last daemon are now interrupted", interrupted
@@ -272,21 +273,33 @@ class Daemon:
             f"{why}: {len(fires)} fire(s) from {fires[0].isoformat()} to {fires[-1].isoformat()}"
         )
         log.log(level, "job %s: %s", job.id, reason)
-        self._record(
-            skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=fires[-1])
-        )
+        if self.store.claim_fire(job.id, fires[-1]):
+            self.store.save_later(
+                skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=fires[-1])
+            )
 
     def dispatch(self, job: Job, scheduled_for: datetime, trigger: Trigger) -> str | None:
-        """Start a run of `job` on the pool; returns its run id, or None when not started."""
+        """Start a run of `job` on the pool; returns its run id, or None when not started.
+
+        A scheduled fire (trigger schedule or catch-up) is claimed first, so it runs once.
+        """
         now = self.clock.now()
+        scheduled = trigger in ("schedule", "catch-up")
         with self._idle:
+            if scheduled and not self.store.claim_fire(job.id, scheduled_for):
+                log.warning(
+                    "job %s: the fire at %s was already handled; not run twice",
+                    job.id,
+                    scheduled_for.isoformat(),
+                )
+                return None
             running = self._inflight.get(job.id, 0)
             if running >= job.max_instances:
                 reason = f"already running ({running} of max_instances {job.max_instances})"
                 log.info(
                     "job %s: fire at %s skipped: %s", job.id, scheduled_for.isoformat(), reason
                 )
-                self._record(
+                self.store.save_later(
                     skipped_result(
                         job.id, reason, trigger=trigger, at=now, scheduled_for=scheduled_for
                     )
@@ -299,13 +312,7 @@ class Daemon:
                 scheduled_for=scheduled_for,
                 run_id=new_run_id(),
             )
-            if not self.store.claim(record.to_dict()):
-                log.warning(
-                    "job %s: the fire at %s was already handled; not run twice",
-                    job.id,
-                    scheduled_for.isoformat(),
-                )
-                return None
+            self.store.save_later(record)
             self._inflight[job.id] = running + 1
         self.pool.submit(self._run, job, self.config, self.clients, record)
         return record.run_id
@@ -321,19 +328,13 @@ class Daemon:
                 scheduled_for=record.scheduled_for,
                 clock=self.clock,
             )
-            self.store.save_later(result.to_dict())
+            self.store.save_later(result)
         except Exception:
             log.exception("job %s: run %s could not be recorded", job.id, record.run_id)
         finally:
             with self._idle:
                 self._inflight[job.id] -= 1
                 self._idle.notify_all()
-
-    def _record(self, result: RunResult) -> None:
-        if result.trigger in ("schedule", "catch-up"):
-            self.store.claim(result.to_dict())
-        else:
-            self.store.save(result.to_dict())
 
     # --- state for the loop, the API and shutdown ---------------------------------------
 

@@ -10,21 +10,23 @@ import fcntl
 import json
 import logging
 import os
-import queue
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from poller.errors import PollerError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+WRITE_DELAY_SECONDS = 0.05
+"""save_later() records wait this long for others, so a busy daemon commits once per batch."""
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -46,9 +48,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
     definition TEXT NOT NULL,
     anchor TEXT NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    last_fire TEXT
 );
 """
+LOST_FIRE_REASON = "the daemon stopped before the run's record was written"
 
 
 def iso(instant: datetime) -> str:
@@ -58,6 +62,15 @@ def iso(instant: datetime) -> str:
 
 def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
+
+
+class Recordable(Protocol):
+    """A run result that can become its SPEC §4 record (poller.results.RunResult)."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +92,15 @@ class DatabaseLockedError(PollerError):
 
 
 class HistoryStore:
-    """One SQLite connection shared by the loop and the workers, serialised by a lock."""
+    """One SQLite connection shared by the loop and the workers, serialised by a lock.
+
+    A scheduled fire is claimed before it runs by moving its job's `last_fire` forward in
+    the loop's commit (a one-row update: cheap enough for every fire). Its run records go
+    through save_later(): a writer thread commits them in batches, and a run that finished
+    by then is written once, in its final state. After a crash, the next start marks what
+    was left `running` interrupted, and gives a claimed fire whose record never reached the
+    database an interrupted record of its own (mark_lost_fires), so nothing goes unrecorded.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -87,7 +108,11 @@ class HistoryStore:
         self._lock = threading.RLock()
         self._in_transaction = False
         self._lock_file: IO[str] | None = None
-        self._pending: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._pending: deque[Recordable] = deque()
+        self._unwritten: dict[str, Recordable] = {}  # queued, by run id, for get()
+        self._has_work, self._write_now = threading.Event(), threading.Event()
+        self._written = threading.Condition()
+        self._writing = self._closing = False
         self._writer: threading.Thread | None = None
         self._db = sqlite3.connect(
             self.path, timeout=10, check_same_thread=False, isolation_level=None
@@ -96,6 +121,13 @@ class HistoryStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(DDL)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "last_fire" not in columns:  # a database from before last_fire was kept
+            self._db.execute("ALTER TABLE jobs ADD COLUMN last_fire TEXT")
+            self._db.execute(
+                "UPDATE jobs SET last_fire = (SELECT MAX(scheduled_for) FROM runs "
+                "WHERE runs.job_id = jobs.job_id AND trigger IN ('schedule', 'catch-up'))"
+            )
         self._db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
@@ -121,7 +153,8 @@ class HistoryStore:
     def close(self) -> None:
         """Write what save_later() holds, then close the database."""
         if self._writer is not None:
-            self._pending.put(None)
+            self._closing = True
+            self.flush()
             self._writer.join()
         with self._lock:
             self._db.close()
@@ -130,57 +163,88 @@ class HistoryStore:
 
     # --- runs -------------------------------------------------------------------------
 
-    def claim(self, record: dict[str, Any]) -> bool:
-        """Insert a new run; False when this (job, scheduled instant) fire already exists."""
-        try:
-            self._write("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _row(record))
-        except sqlite3.IntegrityError:
-            return False
-        return True
+    def claim_fire(self, job_id: str, scheduled_for: datetime) -> bool:
+        """Mark a scheduled fire as handled; False when it (or a later one) already was.
+
+        Fires of a job are claimed in order, so "handled" is "not after its last fire".
+        The job's state must exist (save_job_states) before its first fire.
+        """
+        with self._lock:
+            return bool(
+                self._db.execute(
+                    "UPDATE jobs SET last_fire = ?1 WHERE job_id = ?2 "
+                    "AND (last_fire IS NULL OR last_fire < ?1)",
+                    (iso(scheduled_for), job_id),
+                ).rowcount
+            )
 
     def save(self, record: dict[str, Any]) -> None:
         """Insert or replace a run record (its final state)."""
         self._write("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _row(record))
 
-    def save_later(self, record: dict[str, Any]) -> None:
-        """Queue a record for a writer thread that commits whatever has queued up at once.
+    def save_later(self, result: Recordable) -> None:
+        """Queue a run's record (a newer one of the same run replaces it) for the writer.
 
-        One commit per batch instead of one per run is what lets a busy daemon keep up; a
-        crash loses only queued records, whose runs the next start marks interrupted.
+        The writer waits WRITE_DELAY_SECONDS for more, then commits the batch at once; one
+        commit per batch instead of one per record is what lets a busy daemon keep up.
+        get() sees a queued record at once; recent() and totals() when it is written.
         """
-        with self._lock:
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_queued, name="history-writer", daemon=True
-                )
-                self._writer.start()
-        self._pending.put(record)
+        if self._writer is None:
+            with self._lock:
+                if self._writer is None:
+                    self._writer = threading.Thread(
+                        target=self._write_queued, name="history-writer", daemon=True
+                    )
+                    self._writer.start()
+        self._unwritten[result.run_id] = result
+        self._pending.append(result)
+        if not self._has_work.is_set():
+            self._has_work.set()
 
     def flush(self) -> None:
         """Wait until every record given to save_later() is committed."""
-        self._pending.join()
+        if self._writer is None:
+            return
+        self._write_now.set()
+        self._has_work.set()
+        with self._written:
+            self._written.wait_for(lambda: not self._pending and not self._writing)
 
     def _write_queued(self) -> None:
-        while True:
-            batch = [self._pending.get()]
-            while len(batch) < 1000:
-                try:
-                    batch.append(self._pending.get_nowait())
-                except queue.Empty:
-                    break
-            records = [record for record in batch if record is not None]
+        while not (self._closing and not self._pending):
+            self._has_work.wait()
+            self._write_now.wait(WRITE_DELAY_SECONDS)
+            self._write_now.clear()
+            with self._written:
+                self._writing = True
+            self._has_work.clear()  # before taking the batch: a later save_later sets it
+            latest: dict[str, Recordable] = {}
+            while self._pending:
+                result = self._pending.popleft()
+                latest[result.run_id] = result
             try:
                 with self.transaction():
-                    for record in records:
-                        self.save(record)
+                    for result in latest.values():
+                        self.save(result.to_dict())
             except sqlite3.Error:
-                log.exception("%d run record(s) could not be written", len(records))
-            for _ in batch:
-                self._pending.task_done()
-            if len(records) < len(batch):
-                return
+                log.exception("%d run record(s) could not be written", len(latest))
+            for run_id, result in latest.items():
+                if self._unwritten.get(run_id) is result:
+                    del self._unwritten[run_id]
+            with self._written:
+                self._writing = False
+                self._written.notify_all()
+
+    def queued(self, run_id: str) -> dict[str, Any] | None:
+        """A run's newest record while it waits for the writer, else None."""
+        result = self._unwritten.get(run_id)
+        return None if result is None else result.to_dict()
 
     def get(self, run_id: str) -> dict[str, Any] | None:
+        """A run's record: its newest queued one, else the one in the database."""
+        queued = self.queued(run_id)
+        if queued is not None:
+            return queued
         rows = self._read("SELECT run_id, version, record FROM runs WHERE run_id = ?", (run_id,))
         return _decode(rows[0]) if rows else None
 
@@ -214,6 +278,32 @@ class HistoryStore:
             self.save(record)
         return len(rows)
 
+    def mark_lost_fires(self, now: datetime) -> int:
+        """Record each job's last claimed fire that has no run record (a crash came first)."""
+        rows = self._read(
+            "SELECT job_id, last_fire FROM jobs WHERE last_fire IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM runs WHERE runs.job_id = jobs.job_id "
+            "AND runs.scheduled_for = jobs.last_fire AND trigger IN ('schedule', 'catch-up'))",
+            (),
+        )
+        for job_id, last_fire in rows:
+            fire = parse_iso(last_fire).isoformat()
+            self.save(
+                {
+                    "run_id": f"lost-{job_id}-{fire}",
+                    "job_id": job_id,
+                    "trigger": "schedule",
+                    "scheduled_for": fire,
+                    "started_at": fire,
+                    "finished_at": now.isoformat(),
+                    "status": "interrupted",
+                    "reason": LOST_FIRE_REASON,
+                    "steps": [],
+                    "output": None,
+                }
+            )
+        return len(rows)
+
     def prune(self, max_age_days: int, max_runs_per_job: int, now: datetime) -> int:
         """Delete finished runs older than the age limit, and beyond the newest N per job."""
         cutoff = iso(now - timedelta(days=max_age_days))
@@ -241,18 +331,8 @@ class HistoryStore:
     # --- job state --------------------------------------------------------------------
 
     def job_states(self) -> dict[str, JobState]:
-        """Each known job's definition, anchor and last handled fire.
-
-        The last fire is the newest scheduled fire in the runs: every fire the daemon
-        handles leaves a record (a run, or a skip) with its scheduled instant, so no
-        separate write per fire is needed to know where to catch up from.
-        """
-        rows = self._read(
-            "SELECT job_id, definition, anchor, (SELECT MAX(scheduled_for) FROM runs "
-            "WHERE runs.job_id = jobs.job_id AND trigger IN ('schedule', 'catch-up')) "
-            "FROM jobs",
-            (),
-        )
+        """Each known job's definition, anchor and last handled (claimed) fire."""
+        rows = self._read("SELECT job_id, definition, anchor, last_fire FROM jobs", ())
         return {
             job_id: JobState(definition, parse_iso(anchor), parse_iso(last) if last else None)
             for job_id, definition, anchor, last in rows
@@ -270,7 +350,9 @@ class HistoryStore:
         ]
         with self._lock:
             self._db.executemany(
-                f"INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, {SCHEMA_VERSION})", rows
+                "INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, NULL) ON CONFLICT (job_id) "
+                "DO UPDATE SET definition = ?2, anchor = ?3, version = ?4",
+                [(*row, SCHEMA_VERSION) for row in rows],
             )
 
     # --- plumbing ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from poller.history import DatabaseLockedError, HistoryStore, JobState
+from poller.history import DatabaseLockedError, HistoryStore, JobState, _row
+from poller.results import started_result
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -46,17 +48,47 @@ def test_database_is_wal(store: HistoryStore) -> None:
 
 
 def test_a_fire_is_claimed_once(store: HistoryStore) -> None:
-    assert store.claim(record("r1", T0))
-    assert not store.claim(record("r2", T0))
-    # The same instant written with another offset is the same fire.
-    assert not store.claim(record("r3", T0.astimezone(ZoneInfo("Asia/Kolkata"))))
-    assert store.claim(record("r4", T0, trigger="manual"))
-    assert store.claim(record("r5", T0 + timedelta(seconds=1)))
-    assert [r["run_id"] for r in store.recent("j")] == ["r5", "r4", "r1"]
+    store.save_job_states([("j", "abc", T0)])
+    assert store.claim_fire("j", T0)
+    assert not store.claim_fire("j", T0)
+    # The same instant written with another offset is the same fire; an earlier one is past.
+    assert not store.claim_fire("j", T0.astimezone(ZoneInfo("Asia/Kolkata")))
+    assert not store.claim_fire("j", T0 - timedelta(seconds=1))
+    assert store.claim_fire("j", T0 + timedelta(seconds=1))
+    # A record of the same fire twice is refused by the database itself.
+    store.save(record("r1", T0))
+    with pytest.raises(sqlite3.IntegrityError):
+        store._db.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _row(record("r2", T0))
+        )
+
+
+def test_save_later_writes_a_run_once_in_its_newest_state(store: HistoryStore) -> None:
+    running = started_result("j", trigger="schedule", started_at=T0, scheduled_for=T0)
+    store.save_later(running)
+    assert store.get(running.run_id) == running.to_dict()  # seen before it is written
+    done = dataclasses.replace(running, status="success", finished_at=T0 + timedelta(seconds=1))
+    store.save_later(done)
+    store.flush()
+    assert store.queued(running.run_id) is None
+    assert store.recent("j") == [done.to_dict()]
+    assert store.totals() == {"success": 1}
+
+
+def test_a_claimed_fire_without_its_record_is_recorded_interrupted(store: HistoryStore) -> None:
+    store.save_job_states([("j", "abc", T0), ("k", "abc", T0)])
+    store.claim_fire("j", T0)  # then the process died before the writer ran
+    store.claim_fire("k", T0)
+    store.save(record("k1", T0, status="success", job_id="k"))
+    assert store.mark_lost_fires(T0 + timedelta(minutes=1)) == 1
+    [lost] = store.recent("j")
+    assert lost["status"] == "interrupted" and lost["scheduled_for"] == T0.isoformat()
+    assert "before the run's record was written" in lost["reason"]
+    assert store.mark_lost_fires(T0 + timedelta(minutes=2)) == 0
 
 
 def test_mark_interrupted(store: HistoryStore) -> None:
-    store.claim(record("r1", T0))
+    store.save(record("r1", T0))
     store.save(record("r2", T0 + timedelta(seconds=1), status="success"))
     assert store.mark_interrupted("stopped", T0 + timedelta(minutes=1)) == 1
     run = store.get("r1")
@@ -97,11 +129,38 @@ def test_unreadable_rows_are_reported_never_deleted(
 def test_job_state_and_last_fire(store: HistoryStore) -> None:
     store.save_job_states([("j", "abc", T0)])
     assert store.job_states() == {"j": JobState("abc", T0, None)}
-    store.claim(record("r1", T0 + timedelta(seconds=5)))
-    store.save(record("r2", T0 + timedelta(seconds=3), status="skipped"))
-    store.save(record("r3", T0 + timedelta(seconds=9), trigger="manual"))
-    # The last fire is the newest scheduled one, whatever became of it; manual runs don't count.
+    store.claim_fire("j", T0 + timedelta(seconds=5))
     assert store.job_states() == {"j": JobState("abc", T0, T0 + timedelta(seconds=5))}
+    # A new definition keeps the last fire: no fire before it can run again.
+    store.save_job_states([("j", "def", T0 + timedelta(seconds=7))])
+    assert store.job_states() == {
+        "j": JobState("def", T0 + timedelta(seconds=7), T0 + timedelta(seconds=5))
+    }
+
+
+def test_a_database_without_last_fire_takes_it_from_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, definition TEXT NOT NULL, "
+        "anchor TEXT NOT NULL, version INTEGER NOT NULL);"
+        "CREATE TABLE runs (run_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, "
+        "trigger TEXT NOT NULL, scheduled_for TEXT, started_at TEXT NOT NULL, "
+        "status TEXT NOT NULL, version INTEGER NOT NULL, record TEXT NOT NULL);"
+    )
+    db.execute("INSERT INTO jobs VALUES ('j', 'abc', ?, 1)", (T0.isoformat(),))
+    for run_id, at, trigger in (("r1", T0, "schedule"), ("r2", T0 + timedelta(1), "manual")):
+        db.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            _row(record(run_id, at, trigger=trigger)),
+        )
+    db.commit()
+    db.close()
+    store = HistoryStore(path)
+    try:
+        assert store.job_states() == {"j": JobState("abc", T0, T0)}
+    finally:
+        store.close()
 
 
 def test_one_daemon_per_database(store: HistoryStore) -> None:
