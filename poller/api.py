@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Security
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, SecretStr, TypeAdapter
 from starlette.exceptions import HTTPException
+from swagger_ui_bundle import swagger_ui_path
 
 from poller import __version__, apihttp, apiviews
 from poller.apihttp import ProblemError, openapi_with_job_schema
@@ -104,9 +107,10 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         title="Poller",
         version=__version__,
         summary="Status, jobs, runs and actions of a running Poller daemon.",
-        docs_url="/docs",
+        docs_url=None,  # served below from this process: /docs works with no internet
         redoc_url=None,
     )
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
     def close() -> None:
         reader.close()
@@ -129,6 +133,16 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
             reason=reason,
         )
         return JSONResponse(body.model_dump(mode="json"), 200 if state == "ok" else 503)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def get_docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Poller API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
 
     @app.get("/ui", response_class=HTMLResponse, include_in_schema=False)
     def get_ui() -> HTMLResponse:

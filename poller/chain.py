@@ -114,7 +114,7 @@ def run_job(
             status,
             _ms_since(began),
             trigger,
-            f", scheduled for {scheduled_for.astimezone(UTC).isoformat()}" if scheduled_for else "",
+            f", scheduled for {_utc(scheduled_for)}" if scheduled_for else "",
             f": {reason}" if reason else "",
         )
         return result
@@ -134,12 +134,13 @@ def run_job(
                     scheduled_for=scheduled_for,
                     run_id=run_id,
                 )
-        log.debug(
-            "run started (trigger %s%s%s)",
-            trigger,
-            f", scheduled for {scheduled_for.astimezone(UTC).isoformat()}" if scheduled_for else "",
-            ", dry run" if is_dry_run else "",
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "run started (trigger %s%s%s)",
+                trigger,
+                f", scheduled for {_utc(scheduled_for)}" if scheduled_for else "",
+                ", dry run" if is_dry_run else "",
+            )
         # A session costs time to build; only chains with plain HTTP entries need one.
         has_http = any(isinstance(e, HttpEntry) for step in job.integrationIDs for e in step)
         session = http_session or (requests.Session() if has_http else None)
@@ -259,6 +260,10 @@ def describe_error(err: BaseException) -> str:
         return str(err)
     text = str(err)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _utc(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat()
 
 
 def _ms_since(began: float) -> int:

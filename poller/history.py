@@ -52,12 +52,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_fire TEXT
 );
 """
+SAVE_SQL = "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 LOST_FIRE_REASON = "the daemon stopped before the run's record was written"
 
 
 def iso(instant: datetime) -> str:
     """A fixed-width UTC timestamp, so stored instants compare and sort as text."""
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    return instant.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def parse_iso(text: str) -> datetime:
@@ -69,6 +70,16 @@ class Recordable(Protocol):
 
     @property
     def run_id(self) -> str: ...
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def trigger(self) -> str: ...
+    @property
+    def scheduled_for(self) -> datetime | None: ...
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def status(self) -> str: ...
 
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -180,7 +191,7 @@ class HistoryStore:
 
     def save(self, record: dict[str, Any]) -> None:
         """Insert or replace a run record (its final state)."""
-        self._write("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _row(record))
+        self._write(SAVE_SQL, _row(record))
 
     def save_later(self, result: Recordable) -> None:
         """Queue a run's record (a newer one of the same run replaces it) for the writer.
@@ -222,10 +233,12 @@ class HistoryStore:
             while self._pending:
                 result = self._pending.popleft()
                 latest[result.run_id] = result
+            # Rows are made before the store's lock is taken: the loop's claims wait only
+            # for the statement and the commit.
+            rows = [_result_row(result) for result in latest.values()]
             try:
                 with self.transaction():
-                    for result in latest.values():
-                        self.save(result.to_dict())
+                    self._db.executemany(SAVE_SQL, rows)
             except sqlite3.Error:
                 log.exception("%d run record(s) could not be written", len(latest))
             for run_id, result in latest.items():
@@ -384,6 +397,20 @@ class HistoryStore:
     def _read(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
+
+
+def _result_row(result: Recordable) -> tuple[Any, ...]:
+    scheduled = result.scheduled_for
+    return (
+        result.run_id,
+        result.job_id,
+        result.trigger,
+        None if scheduled is None else iso(scheduled),
+        iso(result.started_at),
+        result.status,
+        SCHEMA_VERSION,
+        json.dumps(result.to_dict(), separators=(",", ":"), default=str),
+    )
 
 
 def _row(record: dict[str, Any]) -> tuple[Any, ...]:

@@ -367,9 +367,17 @@ def test_every_endpoint_but_health_needs_the_key(api: ApiDaemon, method: str, pa
     assert wrong.status_code == 403
 
 
-@pytest.mark.parametrize("path", ["/health", "/ui", "/docs", "/openapi.json"])
+@pytest.mark.parametrize(
+    "path", ["/health", "/ui", "/docs", "/docs/assets/swagger-ui-bundle.js", "/openapi.json"]
+)
 def test_open_pages_need_no_key(api: ApiDaemon, path: str) -> None:
     assert requests.get(api.url + path, timeout=10).status_code == 200
+
+
+def test_docs_are_served_from_the_daemon_itself(api: ApiDaemon) -> None:
+    html = requests.get(api.url + "/docs", timeout=10).text
+    assert "/docs/assets/swagger-ui-bundle.js" in html and "/openapi.json" in html
+    assert "cdn" not in html.lower()  # the docs work on a machine with no internet
 
 
 def test_secrets_never_appear_in_responses(api: ApiDaemon) -> None:

@@ -131,3 +131,12 @@ def test_a_wrong_key_is_asked_again(browser: Browser, api: ApiDaemon) -> None:
     page.click("#keyform button")
     expect(page.locator("#keyerror")).to_have_text("That key was refused.")
     page.close()
+
+
+def test_the_api_docs_render_with_no_internet(browser: Browser, api: ApiDaemon) -> None:
+    page = browser.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(api.url + "/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Poller")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    page.close()
