@@ -71,15 +71,9 @@ class Recordable(Protocol):
     @property
     def run_id(self) -> str: ...
     @property
-    def job_id(self) -> str: ...
-    @property
-    def trigger(self) -> str: ...
-    @property
     def scheduled_for(self) -> datetime | None: ...
     @property
     def started_at(self) -> datetime: ...
-    @property
-    def status(self) -> str: ...
 
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -400,28 +394,29 @@ class HistoryStore:
 
 
 def _result_row(result: Recordable) -> tuple[Any, ...]:
-    scheduled = result.scheduled_for
-    return (
-        result.run_id,
-        result.job_id,
-        result.trigger,
-        None if scheduled is None else iso(scheduled),
-        iso(result.started_at),
-        result.status,
-        SCHEMA_VERSION,
-        json.dumps(result.to_dict(), separators=(",", ":"), default=str),
-    )
+    return _columns(result.to_dict(), result.scheduled_for, result.started_at)
 
 
 def _row(record: dict[str, Any]) -> tuple[Any, ...]:
     scheduled = record.get("scheduled_for")
     started = record.get("started_at") or scheduled
+    return _columns(
+        record,
+        datetime.fromisoformat(scheduled) if scheduled else None,
+        datetime.fromisoformat(started) if started else datetime.now(UTC),
+    )
+
+
+def _columns(
+    record: dict[str, Any], scheduled: datetime | None, started: datetime
+) -> tuple[Any, ...]:
+    """A runs row: the record's columns (instants fixed-width UTC) and its JSON."""
     return (
         record["run_id"],
         record["job_id"],
         record["trigger"],
-        iso(datetime.fromisoformat(scheduled)) if scheduled else None,
-        iso(datetime.fromisoformat(started)) if started else iso(datetime.now(UTC)),
+        None if scheduled is None else iso(scheduled),
+        iso(started),
         record["status"],
         SCHEMA_VERSION,
         json.dumps(record, separators=(",", ":"), default=str),
