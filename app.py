@@ -137,7 +137,7 @@ def run_daemon(config_path: Path) -> int:
             forced = hangup.is_set()
             hangup.clear()
             reload_config(daemon, reloader, config_path, redact, forced)
-        with daemon.store.transaction():  # one commit for every fire handed off in this wake
+        with daemon.store.fires().transaction():  # one commit for the fires of this wake
             daemon.scheduler.run_pending()
         if now - pruned_at >= PRUNE_EVERY:
             pruned_at = now

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from poller.errors import PollerError
+from poller.fires import FireLedger, ledger_path
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
     definition TEXT NOT NULL,
     anchor TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    last_fire TEXT
+    version INTEGER NOT NULL
 );
 """
 SAVE_SQL = "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -99,8 +99,8 @@ class DatabaseLockedError(PollerError):
 class HistoryStore:
     """One SQLite connection shared by the loop and the workers, serialised by a lock.
 
-    A scheduled fire is claimed before it runs by moving its job's `last_fire` forward in
-    the loop's commit (a one-row update: cheap enough for every fire). Its run records go
+    A scheduled fire is claimed before it runs by moving its job's last fire forward in the
+    fire ledger (poller.fires), in the loop's one commit per wake. Its run records go
     through save_later(): a writer thread commits them in batches, and a run that finished
     by then is written once, in its final state. After a crash, the next start marks what
     was left `running` interrupted, and gives a claimed fire whose record never reached the
@@ -119,6 +119,7 @@ class HistoryStore:
         self._written = threading.Condition()
         self._writing = self._closing = False
         self._writer: threading.Thread | None = None
+        self._ledger: FireLedger | None = None
         self._db = sqlite3.connect(
             self.path, timeout=10, check_same_thread=False, isolation_level=None
         )
@@ -126,13 +127,6 @@ class HistoryStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(DDL)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        if "last_fire" not in columns:  # a database from before last_fire was kept
-            self._db.execute("ALTER TABLE jobs ADD COLUMN last_fire TEXT")
-            self._db.execute(
-                "UPDATE jobs SET last_fire = (SELECT MAX(scheduled_for) FROM runs "
-                "WHERE runs.job_id = jobs.job_id AND trigger IN ('schedule', 'catch-up'))"
-            )
         self._db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
@@ -163,25 +157,38 @@ class HistoryStore:
             self._writer.join()
         with self._lock:
             self._db.close()
+        if self._ledger is not None:
+            self._ledger.close()
         if self._lock_file is not None:
             self._lock_file.close()
 
     # --- runs -------------------------------------------------------------------------
 
     def claim_fire(self, job_id: str, scheduled_for: datetime) -> bool:
-        """Mark a scheduled fire as handled; False when it (or a later one) already was.
+        """Mark a scheduled fire as handled; False when it (or a later one) already was."""
+        return self.fires().claim(job_id, iso(scheduled_for))
 
-        Fires of a job are claimed in order, so "handled" is "not after its last fire".
-        The job's state must exist (save_job_states) before its first fire.
+    def fires(self) -> FireLedger:
+        """The ledger of handled fires beside this database; the daemon's alone.
+
+        A new (or lost) ledger starts from the history: each job's latest scheduled run,
+        and its `last_fire` column where an older Poller kept it there.
         """
-        with self._lock:
-            return bool(
-                self._db.execute(
-                    "UPDATE jobs SET last_fire = ?1 WHERE job_id = ?2 "
-                    "AND (last_fire IS NULL OR last_fire < ?1)",
-                    (iso(scheduled_for), job_id),
-                ).rowcount
-            )
+        if self._ledger is None:
+            ledger = FireLedger(ledger_path(self.path))
+            if ledger.is_empty():
+                columns = {row[1] for row in self._read("PRAGMA table_info(jobs)", ())}
+                from_jobs = "SELECT job_id, last_fire FROM jobs WHERE last_fire IS NOT NULL"
+                ledger.seed(
+                    self._read(
+                        "SELECT job_id, MAX(scheduled_for) FROM runs "
+                        "WHERE trigger IN ('schedule', 'catch-up') GROUP BY job_id",
+                        (),
+                    )
+                    + (self._read(from_jobs, ()) if "last_fire" in columns else [])
+                )
+            self._ledger = ledger
+        return self._ledger
 
     def save(self, record: dict[str, Any]) -> None:
         """Insert or replace a run record (its final state)."""
@@ -288,10 +295,10 @@ class HistoryStore:
     def mark_lost_fires(self, now: datetime) -> int:
         """Record each job's last claimed fire that has no run record (a crash came first)."""
         rows = self._read(
-            "SELECT job_id, last_fire FROM jobs WHERE last_fire IS NOT NULL AND NOT EXISTS "
-            "(SELECT 1 FROM runs WHERE runs.job_id = jobs.job_id "
-            "AND runs.scheduled_for = jobs.last_fire AND trigger IN ('schedule', 'catch-up'))",
-            (),
+            "SELECT fire.key, fire.value FROM json_each(?) AS fire WHERE NOT EXISTS "
+            "(SELECT 1 FROM runs WHERE runs.job_id = fire.key "
+            "AND runs.scheduled_for = fire.value AND trigger IN ('schedule', 'catch-up'))",
+            (json.dumps(self.fires().last_fires()),),
         )
         for job_id, last_fire in rows:
             fire = parse_iso(last_fire).isoformat()
@@ -339,10 +346,15 @@ class HistoryStore:
 
     def job_states(self) -> dict[str, JobState]:
         """Each known job's definition, anchor and last handled (claimed) fire."""
-        rows = self._read("SELECT job_id, definition, anchor, last_fire FROM jobs", ())
+        rows = self._read("SELECT job_id, definition, anchor FROM jobs", ())
+        last = self.fires().last_fires()
         return {
-            job_id: JobState(definition, parse_iso(anchor), parse_iso(last) if last else None)
-            for job_id, definition, anchor, last in rows
+            job_id: JobState(
+                definition,
+                parse_iso(anchor),
+                parse_iso(last[job_id]) if job_id in last else None,
+            )
+            for job_id, definition, anchor in rows
         }
 
     def save_job_states(self, states: list[tuple[str, str, datetime]]) -> None:
@@ -357,8 +369,8 @@ class HistoryStore:
         ]
         with self._lock:
             self._db.executemany(
-                "INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, NULL) ON CONFLICT (job_id) "
-                "DO UPDATE SET definition = ?2, anchor = ?3, version = ?4",
+                "INSERT INTO jobs (job_id, definition, anchor, version) VALUES (?1, ?2, ?3, ?4) "
+                "ON CONFLICT (job_id) DO UPDATE SET definition = ?2, anchor = ?3, version = ?4",
                 [(*row, SCHEMA_VERSION) for row in rows],
             )
 

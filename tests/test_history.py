@@ -163,6 +163,47 @@ def test_a_database_without_last_fire_takes_it_from_its_runs(tmp_path: Path) -> 
         store.close()
 
 
+def test_the_fire_ledger_starts_from_an_older_history(tmp_path: Path) -> None:
+    path = tmp_path / "session2.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, definition TEXT NOT NULL, "
+        "anchor TEXT NOT NULL, version INTEGER NOT NULL, last_fire TEXT);"
+    )
+    # Poller kept last_fire in the jobs table before it had a ledger file of its own.
+    db.execute("INSERT INTO jobs VALUES ('j', 'abc', ?, 1, ?)", (T0.isoformat(), _iso(T0, 9)))
+    db.commit()
+    db.close()
+    store = HistoryStore(path)
+    try:
+        assert store.job_states()["j"].last_fire == T0 + timedelta(seconds=9)
+        assert not store.claim_fire("j", T0 + timedelta(seconds=9))
+        store.save_job_states([("k", "abc", T0)])  # the old table takes new jobs too
+        assert store.claim_fire("k", T0)
+    finally:
+        store.close()
+    assert (tmp_path / "session2.db.fires").exists()
+
+
+def test_a_lost_fire_ledger_is_rebuilt_from_the_runs(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "poller.db")
+    store.save_job_states([("j", "abc", T0)])
+    store.claim_fire("j", T0)
+    store.save(record("r1", T0, status="success"))
+    store.close()
+    (tmp_path / "poller.db.fires").unlink()
+    store = HistoryStore(tmp_path / "poller.db")
+    try:
+        assert not store.claim_fire("j", T0)  # the record of the fire is enough
+        assert store.claim_fire("j", T0 + timedelta(seconds=1))
+    finally:
+        store.close()
+
+
+def _iso(start: datetime, seconds: int) -> str:
+    return (start + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
 def test_one_daemon_per_database(store: HistoryStore) -> None:
     store.acquire_daemon_lock()
     other = HistoryStore(store.path)
