@@ -224,9 +224,13 @@ class Daemon:
         job = planned.job
         now = self.clock.now()
         upcoming = planned.after(fire_job.due_at)
-        if upcoming > now:  # the usual case: one fire, on time
-            fires = [fire_job.due_at]
+        if upcoming > now:
             fire_job.upcoming = upcoming
+            late = (now - fire_job.due_at).total_seconds()
+            if late <= ON_TIME_SECONDS and late <= job.misfire_grace_seconds:
+                self.dispatch(job, fire_job.due_at, "schedule", now)  # the usual case
+                return
+            fires = [fire_job.due_at]
         else:
             fires = [
                 fire_job.due_at,
@@ -278,12 +282,15 @@ class Daemon:
                 skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=fires[-1])
             )
 
-    def dispatch(self, job: Job, scheduled_for: datetime, trigger: Trigger) -> str | None:
+    def dispatch(
+        self, job: Job, scheduled_for: datetime, trigger: Trigger, now: datetime | None = None
+    ) -> str | None:
         """Start a run of `job` on the pool; returns its run id, or None when not started.
 
         A scheduled fire (trigger schedule or catch-up) is claimed first, so it runs once.
+        `now` is the caller's reading of the clock, when it has one.
         """
-        now = self.clock.now()
+        now = now or self.clock.now()
         scheduled = trigger in ("schedule", "catch-up")
         with self._idle:
             if scheduled and not self.store.claim_fire(job.id, scheduled_for):

@@ -73,6 +73,15 @@ class FireJob(schedule.Job):
         assert isinstance(self.scheduler, HeapScheduler)
         return self.due_at <= self.scheduler.clock.now()
 
+    def run(self) -> None:
+        """Fire, then move to the next fire: schedule.Job.run without what it adds here.
+
+        That is an `until` deadline (never set) and two naive clock reads (the loop's clock
+        is the one that counts), which cost more than the fire itself at 1,000 fires/s.
+        """
+        self.fire(self)
+        self._schedule_next_run()
+
     def _schedule_next_run(self) -> None:
         upcoming, self.upcoming = self.upcoming, None
         self.due_at = upcoming if upcoming is not None else self.plan(self.due_at)

@@ -87,6 +87,11 @@ def next_fire(schedule: Schedule, after: datetime, anchor: datetime | None = Non
     seen for the first time fires one interval after it was loaded); other kinds ignore it.
     Raises NeverFiresError if the schedule has no fire after `after`.
     """
+    if schedule.every_seconds is not None and schedule.days is None:  # every fire, no days
+        _check_aware(after, anchor)
+        interval = timedelta(seconds=schedule.every_seconds)
+        anchor = (anchor or after).astimezone(UTC)
+        return anchor + _first_step(after, anchor, interval) * interval
     for fire in _fires(schedule, after, anchor):
         return fire
     if schedule.cron is not None:
@@ -143,9 +148,7 @@ def describe(schedule: Schedule) -> str:
 
 def _fires(schedule: Schedule, after: datetime, anchor: datetime | None) -> Iterator[datetime]:
     """Successive fires strictly after `after`, strictly increasing, aware UTC."""
-    for instant in (after, anchor):
-        if instant is not None and (instant.tzinfo is None or instant.utcoffset() is None):
-            raise ValueError(f"expected an aware datetime, got {instant.isoformat()}")
+    _check_aware(after, anchor)
     zone = zone_of(schedule)
     if schedule.days is not None and not schedule.days:
         return
@@ -156,6 +159,17 @@ def _fires(schedule: Schedule, after: datetime, anchor: datetime | None) -> Iter
         yield from _every_fires(interval, schedule.days, after, anchor or after, zone)
     elif schedule.cron is not None:
         yield from _cron_fires(schedule.cron, after, zone)
+
+
+def _check_aware(*instants: datetime | None) -> None:
+    for instant in instants:
+        if instant is not None and (instant.tzinfo is None or instant.utcoffset() is None):
+            raise ValueError(f"expected an aware datetime, got {instant.isoformat()}")
+
+
+def _first_step(after: datetime, anchor: datetime, interval: timedelta) -> int:
+    """The first k >= 1 with anchor + k * interval strictly after `after`."""
+    return max(1, (after - anchor) // interval + 1)
 
 
 def _time_fires(schedule: Schedule, after: datetime, zone: ZoneInfo) -> Iterator[datetime]:
@@ -186,7 +200,7 @@ def _every_fires(
     # Elapsed time: anchor + k * interval, k >= 1, in UTC; DST never moves it. `days` only
     # drops fires whose local weekday is not listed, jumping to the next listed day.
     anchor = anchor.astimezone(UTC)
-    k = max(1, (after - anchor) // interval + 1)
+    k = _first_step(after, anchor, interval)
     skipped = 0
     if days is None:
         while True:
