@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +21,7 @@ from poller import chain
 from poller.clock import Clock
 from poller.config import Config, Job, Schedule
 from poller.history import HistoryStore, JobState
+from poller.pool import WorkerPool
 from poller.results import RunResult, Trigger, new_run_id, skipped_result, started_result
 from poller.scheduling import FireJob, HeapScheduler
 from poller.timing import NeverFiresError, fires_between, next_fire
@@ -95,11 +95,9 @@ class Daemon:
         self.run_chain = run_chain
         self.scheduler = HeapScheduler(clock)
         self.clients = ClientPool(config.environments)
-        self.pool = ThreadPoolExecutor(
-            max_workers=config.settings.max_workers, thread_name_prefix="run"
-        )
+        self.pool = WorkerPool(config.settings.max_workers, thread_name_prefix="run")
         self._inflight: dict[str, int] = {}
-        self._idle = threading.Condition()
+        self._idle = threading.Condition(threading.Lock())
         self._planned: dict[str, Planned] = {}
         self._fire = self._on_fire  # one bound method for every FireJob
         self.started_at = clock.now()
@@ -291,36 +289,32 @@ class Daemon:
         `now` is the caller's reading of the clock, when it has one.
         """
         now = now or self.clock.now()
-        scheduled = trigger in ("schedule", "catch-up")
-        with self._idle:
-            if scheduled and not self.store.claim_fire(job.id, scheduled_for):
-                log.warning(
-                    "job %s: the fire at %s was already handled; not run twice",
-                    job.id,
-                    scheduled_for.isoformat(),
-                )
-                return None
-            running = self._inflight.get(job.id, 0)
-            if running >= job.max_instances:
-                reason = f"already running ({running} of max_instances {job.max_instances})"
-                log.info(
-                    "job %s: fire at %s skipped: %s", job.id, scheduled_for.isoformat(), reason
-                )
-                self.store.save_later(
-                    skipped_result(
-                        job.id, reason, trigger=trigger, at=now, scheduled_for=scheduled_for
-                    )
-                )
-                return None
-            record = started_result(
+        if trigger in ("schedule", "catch-up") and not self.store.claim_fire(job.id, scheduled_for):
+            log.warning(
+                "job %s: the fire at %s was already handled; not run twice",
                 job.id,
-                trigger=trigger,
-                started_at=now,
-                scheduled_for=scheduled_for,
-                run_id=new_run_id(),
+                scheduled_for.isoformat(),
             )
-            self.store.save_later(record)
-            self._inflight[job.id] = running + 1
+            return None
+        with self._idle:
+            running = self._inflight.get(job.id, 0)
+            if running < job.max_instances:
+                self._inflight[job.id] = running + 1
+        if running >= job.max_instances:
+            reason = f"already running ({running} of max_instances {job.max_instances})"
+            log.info("job %s: fire at %s skipped: %s", job.id, scheduled_for.isoformat(), reason)
+            self.store.save_later(
+                skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=scheduled_for)
+            )
+            return None
+        record = started_result(
+            job.id,
+            trigger=trigger,
+            started_at=now,
+            scheduled_for=scheduled_for,
+            run_id=new_run_id(),
+        )
+        self.store.save_later(record)
         self.pool.submit(self._run, job, self.config, self.clients, record)
         return record.run_id
 
@@ -360,7 +354,7 @@ class Daemon:
             while sum(self._inflight.values()) and time.monotonic() < deadline:
                 self._idle.wait(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
             left = sum(self._inflight.values())
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown()
         self.store.flush()
         if left:
             self.store.mark_interrupted("the daemon was stopped during the run", self.clock.now())
@@ -391,7 +385,7 @@ class Daemon:
 
     def pool_alive(self) -> bool:
         """False once the worker pool is shut down (stopping, or stopped)."""
-        return not (self.pool._shutdown or self.pool._broken)
+        return not self.pool.is_shut_down
 
     def count_reload(self, applied: bool) -> None:
         """Note a reload's outcome, for /status and /metrics."""
