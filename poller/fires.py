@@ -34,7 +34,7 @@ class FireLedger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
-        self._in_transaction = False
+        self._claims: int | None = None  # claims in the current transaction() block
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -55,6 +55,10 @@ class FireLedger:
     def claim(self, job_id: str, scheduled_for: str) -> bool:
         """Mark a fire as handled; False when it (or a later one) already was."""
         with self._lock:
+            if self._claims is not None:
+                self._claims += 1
+                if self._claims == 2:
+                    self._db.execute("BEGIN IMMEDIATE")
             return bool(self._db.execute(CLAIM_SQL, (job_id, scheduled_for)).rowcount)
 
     def last_fires(self) -> dict[str, str]:
@@ -64,23 +68,23 @@ class FireLedger:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Make the claims inside one commit; the loop takes one per wake."""
+        """Let the claims inside share a commit; the loop takes one per wake.
+
+        The first claim commits by itself, since most wakes have one fire: one statement,
+        not three, is one wait for the GIL fewer on the loop. Claims from the second on
+        share one commit, also when the block raises (a made claim is a handed-off fire).
+        """
         with self._lock:
-            if self._in_transaction:
+            if self._claims is not None:
                 yield
                 return
-            self._db.execute("BEGIN IMMEDIATE")
-            self._in_transaction = True
+            self._claims = 0
             try:
                 yield
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
             finally:
-                self._in_transaction = False
+                self._claims = None
+                if self._db.in_transaction:
+                    self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-import uuid
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast, get_args
@@ -132,8 +132,20 @@ class RunResult:
 
 
 def new_run_id() -> str:
-    """A fresh, unique run id."""
-    return str(uuid.uuid4())
+    """A fresh, unique run id: a random (version 4) UUID as text.
+
+    The bits come from a generator seeded once from the OS, not from os.urandom per id:
+    the daemon's loop makes one per fire, and each system call there is a chance for
+    another thread to take the GIL and make the next fire late.
+    """
+    bits = _RUN_IDS.getrandbits(128) & ~UUID_VERSION_MASK | UUID_VERSION_4
+    text = f"{bits:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_RUN_IDS = random.Random()  # seeded from os.urandom
+UUID_VERSION_MASK = (0xF000 << 64) | (0xC000 << 48)
+UUID_VERSION_4 = (0x4000 << 64) | (0x8000 << 48)
 
 
 def started_result(
