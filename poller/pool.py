@@ -19,7 +19,7 @@ Call = tuple[Callable[..., object], tuple[Any, ...]]
 
 
 class WorkerPool:
-    """Threads start as calls arrive and no thread is idle, up to `max_workers`."""
+    """Threads start as calls arrive while fewer threads wait than calls, up to `max_workers`."""
 
     def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
         self.max_workers = max_workers
@@ -39,7 +39,7 @@ class WorkerPool:
         if self.is_shut_down:
             raise RuntimeError("the worker pool is shut down")
         self._calls.put((function, args))
-        if not self._idle and len(self._threads) < self.max_workers:
+        if self._calls.qsize() > self._idle and len(self._threads) < self.max_workers:
             with self._lock:
                 if len(self._threads) < self.max_workers:
                     thread = threading.Thread(

@@ -59,3 +59,19 @@ def test_shutdown_drops_queued_calls_and_refuses_new_ones() -> None:
     with pytest.raises(RuntimeError, match="shut down"):
         pool.submit(ran.append, 9)
     assert ran == []
+
+
+def test_a_burst_gets_every_thread() -> None:
+    pool = WorkerPool(8, thread_name_prefix="t")
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def call() -> None:
+        started.release()
+        release.wait(10)
+
+    for _ in range(16):
+        pool.submit(call)
+    for _ in range(8):
+        assert started.acquire(timeout=5)  # 8 at once, not one thread after another
+    release.set()
+    pool.shutdown()
