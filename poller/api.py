@@ -190,11 +190,12 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         """Jobs in config order: schedule in words, next fires, recent runs, success rate."""
         config = daemon.config
         jobs = config.jobs[offset : offset + limit]
+        runs = reader.briefs([job.id for job in jobs], apiviews.RECENT_RUNS)
         page = JobsOut(
             total=len(config.jobs),
             offset=offset,
             limit=limit,
-            jobs=[apiviews.job_out(daemon, reader, config, job) for job in jobs],
+            jobs=[apiviews.job_out(daemon, config, job, runs[job.id]) for job in jobs],
         )
         return _json(page)
 

@@ -165,14 +165,15 @@ def status(daemon: Daemon, reader: HistoryStore, totals: dict[str, int]) -> Stat
     )
 
 
-def job_out(daemon: Daemon, reader: HistoryStore, config: Config, job: Job) -> JobOut:
+def job_out(daemon: Daemon, config: Config, job: Job, runs: list[dict[str, Any]]) -> JobOut:
+    """A job as GET /jobs shows it; `runs` are its newest, newest first (HistoryStore.briefs)."""
     schedule = config.schedule(job)
     zone = zone_of(schedule)
     fires = [
         FireOut(at=fire.astimezone(zone), blackout=blackout_reason(job, fire, zone))
         for fire in planned_fires(daemon, job.id, NEXT_FIRES)
     ]
-    recent = [run_brief(run) for run in reader.recent(job.id, RECENT_RUNS)]
+    recent = [run_brief(run) for run in runs]
     statuses = [run.status for run in recent]
     return JobOut(
         id=job.id,
@@ -194,7 +195,7 @@ def job_out(daemon: Daemon, reader: HistoryStore, config: Config, job: Job) -> J
 def job_detail(
     daemon: Daemon, reader: HistoryStore, config: Config, job: Job, redactor: Redactor
 ) -> JobDetailOut:
-    summary = job_out(daemon, reader, config, job)
+    summary = job_out(daemon, config, job, reader.briefs([job.id], RECENT_RUNS)[job.id])
     definition = job.model_dump(mode="json", by_alias=True, exclude_unset=True)
     definition = {"id": job.id, "label": job.label, **definition}
     environment = config.environments.get(summary.environment)

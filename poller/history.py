@@ -281,6 +281,39 @@ class HistoryStore:
         )
         return [_decode(row) for row in rows]
 
+    def briefs(self, job_ids: list[str], per_job: int) -> dict[str, list[dict[str, Any]]]:
+        """The newest `per_job` runs of each job, newest first, in brief.
+
+        Each is run_id, status, trigger, started_at and finished_at, read in one query
+        without decoding whole records (GET /jobs shows a page of jobs at once). A row
+        that recent() would report unreadable has the status "unreadable".
+        """
+        rows = self._read(
+            "SELECT job_id, run_id, status, trigger, started_at, finished_at FROM ("
+            "SELECT job_id, run_id, trigger, started_at, "
+            "CASE WHEN version <= ?2 AND json_valid(record) THEN status ELSE 'unreadable' END "
+            "AS status, "
+            "CASE WHEN json_valid(record) THEN json_extract(record, '$.finished_at') END "
+            "AS finished_at, "
+            "ROW_NUMBER() OVER "
+            "(PARTITION BY job_id ORDER BY started_at DESC, rowid DESC) AS newest "
+            "FROM runs WHERE job_id IN (SELECT value FROM json_each(?1))) "
+            "WHERE newest <= ?3 ORDER BY job_id, newest",
+            (json.dumps(job_ids), SCHEMA_VERSION, per_job),
+        )
+        found: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
+        for job_id, run_id, status, trigger, started_at, finished_at in rows:
+            found[job_id].append(
+                {
+                    "run_id": run_id,
+                    "status": status,
+                    "trigger": trigger,
+                    "started_at": started_at,
+                    "finished_at": finished_at,
+                }
+            )
+        return found
+
     def mark_interrupted(self, reason: str, now: datetime) -> int:
         """Turn runs left `running` (by a crash or a stop) into `interrupted`."""
         rows = self._read("SELECT run_id, version, record FROM runs WHERE status = 'running'", ())

@@ -212,3 +212,27 @@ def test_one_daemon_per_database(store: HistoryStore) -> None:
             other.acquire_daemon_lock()
     finally:
         other.close()
+
+
+def test_briefs_are_each_jobs_newest_runs(store: HistoryStore) -> None:
+    for i in range(5):
+        for job_id in ("j", "k"):
+            at = T0 + timedelta(minutes=i)
+            store.save(
+                record(f"{job_id}{i}", at, job_id=job_id, status="success")
+                | {"finished_at": (at + timedelta(seconds=2)).isoformat()}
+            )
+    db = sqlite3.connect(store.path)
+    db.execute(
+        "INSERT INTO runs VALUES ('bad', 'k', 'manual', NULL, ?, 'success', 1, '{oops')",
+        ((T0 + timedelta(hours=1)).isoformat(),),
+    )
+    db.commit()
+    briefs = store.briefs(["j", "k", "none"], 2)
+    assert [b["run_id"] for b in briefs["j"]] == ["j4", "j3"]
+    assert briefs["j"][0]["finished_at"] == (T0 + timedelta(minutes=4, seconds=2)).isoformat()
+    assert [(b["run_id"], b["status"]) for b in briefs["k"]] == [
+        ("bad", "unreadable"),
+        ("k4", "success"),
+    ]
+    assert briefs["none"] == []
