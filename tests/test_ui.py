@@ -123,6 +123,36 @@ def test_the_page_lists_jobs_runs_them_and_pauses_them(
     page.close()
 
 
+def test_a_long_job_list_is_shown_a_page_at_a_time(browser: Browser, tmp_path: Path) -> None:
+    jobs = [
+        {"id": f"job{i:03d}", "every": "1h", "integrationIDs": [[{"function": "steps:tick"}]]}
+        for i in range(250)
+    ]
+    running = start_api_daemon(tmp_path, {"settings": {"api": api_settings()}, "jobs": jobs})
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(WAIT_MS)
+        page.goto(running.url + "/ui")
+        page.fill("#key", API_KEY)
+        page.click("#keyform button")
+        expect(page.locator("tr.job")).to_have_count(100)
+        expect(page.locator("#pageinfo")).to_have_text("jobs 1 to 100 of 250")
+        expect(page.locator("#prev")).to_be_disabled()
+        page.click("#next")
+        expect(page.locator("#pageinfo")).to_have_text("jobs 101 to 200 of 250")
+        expect(page.locator("tr.job").first).to_have_attribute("data-job-id", "job100")
+        page.click("#next")
+        expect(page.locator("tr.job")).to_have_count(50)
+        expect(page.locator("#next")).to_be_disabled()
+        page.click("#prev")
+        expect(page.locator("tr.job").last).to_have_attribute("data-job-id", "job199")
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(tmp_path / "pages.png"))
+        page.close()
+    finally:
+        running.daemon.stop()
+
+
 def test_a_wrong_key_is_asked_again(browser: Browser, api: ApiDaemon) -> None:
     page = browser.new_page()
     page.set_default_timeout(WAIT_MS)
