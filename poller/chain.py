@@ -25,6 +25,7 @@ ends in the RunResult it returns. Semantics beyond the SPEC:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -47,6 +48,8 @@ from poller.results import (
     cap_error,
     new_run_id,
     skipped_result,
+    uuid_bits,
+    uuid_text,
 )
 from poller.steps import StepRunner
 from poller.timing import blackout_reason, zone_of
@@ -237,17 +240,23 @@ def _run_chain(
     return stop, data
 
 
-def request_base(job_id: str, scheduled_for: datetime | None) -> uuid.UUID:
-    """The namespace of a run's request IDs: fixed per fire, random without one."""
+def request_base(job_id: str, scheduled_for: datetime | None) -> bytes:
+    """The namespace of a run's request IDs, a UUID's 16 bytes: fixed per fire, else random."""
     if scheduled_for is None:
-        return uuid.uuid4()
+        return uuid.uuid4().bytes
     fire = scheduled_for.astimezone(UTC).isoformat()
-    return uuid.uuid5(REQUEST_ID_NAMESPACE, f"{job_id}@{fire}")
+    return uuid_bits(_sha1_bits(REQUEST_ID_NAMESPACE.bytes, f"{job_id}@{fire}"), 5).to_bytes(16)
 
 
-def request_id(base: uuid.UUID, step: int, entry: int) -> str:
+def request_id(base: bytes, step: int, entry: int) -> str:
     """The X-Request-ID of integrationIDs[step][entry] in a run (the same on every retry)."""
-    return str(uuid.uuid5(base, f"{step}.{entry}"))
+    return uuid_text(_sha1_bits(base, f"{step}.{entry}"), 5)
+
+
+def _sha1_bits(namespace: bytes, name: str) -> int:
+    """The 128 bits of uuid.uuid5(namespace, name) before its version is set (RFC 4122)."""
+    digest = hashlib.sha1(namespace + name.encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:16])
 
 
 def describe_error(err: BaseException) -> str:
