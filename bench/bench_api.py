@@ -40,7 +40,8 @@ sys.path.insert(0, str(REPO))
 
 from poller.history import SCHEMA_VERSION, HistoryStore, iso  # noqa: E402
 
-PROBES = 5
+PROBES = 50
+"""every-1s jobs whose fires are measured, staggered over each second (one every 20 ms)."""
 LOAD_MAX_REQUESTS = 200_000
 
 
@@ -69,6 +70,7 @@ def main() -> int:
         fill_history(db_path, job_ids, args.runs)
         took = time.monotonic() - began
         print(f"history: {args.runs:,} runs of {len(job_ids):,} jobs in {took:.1f}s")
+    stagger_probes(folder, db_path)
     daemon, url = start_daemon(folder)
     try:
         measure_latency(url, job_ids, args.requests)
@@ -151,6 +153,29 @@ def fill_history(db_path: Path, job_ids: list[str], runs: int) -> None:
     db.close()
 
 
+def stagger_probes(folder: Path, db_path: Path) -> None:
+    """Spread the probes' fires over each second, as (a) of bench_scheduler does.
+
+    `every` counts from the daemon's start, so all probes would fire at the same instant
+    and the last of them would wait for the others to be handed off.
+    """
+    from poller.configfile import load_config
+    from poller.daemon import definition_of
+
+    config = load_config(folder / "config.json")
+    first = datetime.now(UTC).replace(microsecond=0)
+    store = HistoryStore(db_path)
+    try:
+        store.save_job_states(
+            [
+                (job.id, definition_of(config, job), first + timedelta(seconds=i / PROBES))
+                for i, job in enumerate(j for j in config.jobs if j.id.startswith("probe-"))
+            ]
+        )
+    finally:
+        store.close()
+
+
 def start_daemon(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     log = folder / "logs" / "logfile.log"
     began = time.monotonic()
@@ -179,18 +204,26 @@ def start_daemon(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("the daemon did not start in 300 s")
 
 
+def quantile(ordered: list[float], share: float) -> float:
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
 def percentiles(values: list[float]) -> str:
     ordered = sorted(values)
     if not ordered:
         return "no samples"
-
-    def at(share: float) -> float:
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-    return (
-        f"p50 {at(0.5) * 1000:7.1f} ms  p99 {at(0.99) * 1000:7.1f} ms  "
-        f"max {ordered[-1] * 1000:7.1f} ms  (n={len(ordered)})"
+    p50, p99, most = (
+        1000 * value for value in (quantile(ordered, 0.5), quantile(ordered, 0.99), ordered[-1])
     )
+    return f"p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  max {most:7.1f} ms  (n={len(ordered)})"
+
+
+def ratios(loaded: list[float], quiet: list[float]) -> str:
+    if not loaded or not quiet:
+        return "no ratio"
+    a, b = sorted(loaded), sorted(quiet)
+    p50 = quantile(a, 0.5) / quantile(b, 0.5)
+    return f"vs quiet: p50 {p50:.2f}x, p99 {quantile(a, 0.99) / quantile(b, 0.99):.2f}x"
 
 
 def measure_latency(url: str, job_ids: list[str], count: int) -> None:
@@ -219,10 +252,11 @@ def measure_latency(url: str, job_ids: list[str], count: int) -> None:
 
 def measure_lateness(folder: Path, url: str, window: float, concurrency: int, rate: float) -> None:
     db = folder / "data" / "poller.db"
-    print("\nfire lateness of the every-1s probe jobs (run started_at - scheduled_for):")
+    print(f"\nfire lateness of {PROBES} every-1s probe jobs (run started_at - scheduled_for):")
     start = datetime.now(UTC)
     time.sleep(window)
-    print(f"  quiet                   {percentiles(lateness(db, start, datetime.now(UTC)))}")
+    quiet = lateness(db, start, datetime.now(UTC))
+    print(f"  quiet                   {percentiles(quiet)}")
     for name, per_second in ((f"load {rate:g} req/s", rate), ("load flat out", 0.0)):
         start = datetime.now(UTC)
         load = subprocess.run(
@@ -243,9 +277,9 @@ def measure_lateness(folder: Path, url: str, window: float, concurrency: int, ra
             timeout=window + 120,
             check=True,
         )
-        figures = percentiles(lateness(db, start, datetime.now(UTC)))
-        print(f"  {name:<23} {figures}")
-        print(f"    (the load: {load.stdout.strip()})")
+        loaded = lateness(db, start, datetime.now(UTC))
+        print(f"  {name:<23} {percentiles(loaded)}")
+        print(f"    {ratios(loaded, quiet)}; the load: {load.stdout.strip()}")
 
 
 def lateness(db_path: Path, start: datetime, end: datetime) -> list[float]:
