@@ -12,22 +12,20 @@ import logging
 import os
 import sqlite3
 import threading
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from poller.errors import PollerError
 from poller.fires import FireLedger, ledger_path
+from poller.recordqueue import Recordable, RecordQueue
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-WRITE_DELAY_SECONDS = 0.05
-"""save_later() records wait this long for others, so a busy daemon commits once per batch."""
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -65,19 +63,6 @@ def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
-class Recordable(Protocol):
-    """A run result that can become its SPEC §4 record (poller.results.RunResult)."""
-
-    @property
-    def run_id(self) -> str: ...
-    @property
-    def scheduled_for(self) -> datetime | None: ...
-    @property
-    def started_at(self) -> datetime: ...
-
-    def to_dict(self) -> dict[str, Any]: ...
-
-
 @dataclass(frozen=True, slots=True)
 class JobState:
     """What the daemon remembers of a job between restarts."""
@@ -113,12 +98,7 @@ class HistoryStore:
         self._lock = threading.RLock()
         self._in_transaction = False
         self._lock_file: IO[str] | None = None
-        self._pending: deque[Recordable] = deque()
-        self._unwritten: dict[str, Recordable] = {}  # queued, by run id, for get()
-        self._has_work, self._write_now = threading.Event(), threading.Event()
-        self._written = threading.Condition()
-        self._writing = self._closing = False
-        self._writer: threading.Thread | None = None
+        self._queue = RecordQueue(self._write_batch, name="history-writer")
         self._ledger: FireLedger | None = None
         self._db = sqlite3.connect(
             self.path, timeout=10, check_same_thread=False, isolation_level=None
@@ -151,10 +131,7 @@ class HistoryStore:
 
     def close(self) -> None:
         """Write what save_later() holds, then close the database."""
-        if self._writer is not None:
-            self._closing = True
-            self.flush()
-            self._writer.join()
+        self._queue.close()
         with self._lock:
             self._db.close()
         if self._ledger is not None:
@@ -197,62 +174,25 @@ class HistoryStore:
     def save_later(self, result: Recordable) -> None:
         """Queue a run's record (a newer one of the same run replaces it) for the writer.
 
-        The writer waits WRITE_DELAY_SECONDS for more, then commits the batch at once; one
-        commit per batch instead of one per record is what lets a busy daemon keep up.
-        get() sees a queued record at once; recent() and totals() when it is written.
+        The writer thread waits WRITE_DELAY_SECONDS for more, then commits the batch at
+        once (poller.recordqueue). get() sees a queued record at once; recent() and
+        totals() when it is written.
         """
-        if self._writer is None:
-            with self._lock:
-                if self._writer is None:
-                    self._writer = threading.Thread(
-                        target=self._write_queued, name="history-writer", daemon=True
-                    )
-                    self._writer.start()
-        self._unwritten[result.run_id] = result
-        self._pending.append(result)
-        if not self._has_work.is_set():
-            self._has_work.set()
+        self._queue.add(result)
 
     def flush(self) -> None:
         """Wait until every record given to save_later() is committed."""
-        if self._writer is None:
-            return
-        self._write_now.set()
-        self._has_work.set()
-        with self._written:
-            self._written.wait_for(lambda: not self._pending and not self._writing)
-
-    def _write_queued(self) -> None:
-        while not (self._closing and not self._pending):
-            self._has_work.wait()
-            self._write_now.wait(WRITE_DELAY_SECONDS)
-            self._write_now.clear()
-            with self._written:
-                self._writing = True
-            self._has_work.clear()  # before taking the batch: a later save_later sets it
-            latest: dict[str, Recordable] = {}
-            while self._pending:
-                result = self._pending.popleft()
-                latest[result.run_id] = result
-            # Rows are made before the store's lock is taken: the loop's claims wait only
-            # for the statement and the commit.
-            rows = [_result_row(result) for result in latest.values()]
-            try:
-                with self.transaction():
-                    self._db.executemany(SAVE_SQL, rows)
-            except sqlite3.Error:
-                log.exception("%d run record(s) could not be written", len(latest))
-            for run_id, result in latest.items():
-                if self._unwritten.get(run_id) is result:
-                    del self._unwritten[run_id]
-            with self._written:
-                self._writing = False
-                self._written.notify_all()
+        self._queue.flush()
 
     def queued(self, run_id: str) -> dict[str, Any] | None:
         """A run's newest record while it waits for the writer, else None."""
-        result = self._unwritten.get(run_id)
+        result = self._queue.queued(run_id)
         return None if result is None else result.to_dict()
+
+    def _write_batch(self, results: list[Recordable]) -> None:
+        rows = [_result_row(result) for result in results]  # before the lock is taken
+        with self.transaction():
+            self._db.executemany(SAVE_SQL, rows)
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         """A run's record: its newest queued one, else the one in the database."""
@@ -285,20 +225,19 @@ class HistoryStore:
         """The newest `per_job` runs of each job, newest first, in brief.
 
         Each is run_id, status, trigger, started_at and finished_at, read in one query
-        without decoding whole records (GET /jobs shows a page of jobs at once). A row
-        that recent() would report unreadable has the status "unreadable".
+        that takes `per_job` index entries of each job and decodes no whole record
+        (GET /jobs shows a page of jobs at once). A row that recent() would report
+        unreadable has the status "unreadable".
         """
         rows = self._read(
-            "SELECT job_id, run_id, status, trigger, started_at, finished_at FROM ("
-            "SELECT job_id, run_id, trigger, started_at, "
-            "CASE WHEN version <= ?2 AND json_valid(record) THEN status ELSE 'unreadable' END "
-            "AS status, "
-            "CASE WHEN json_valid(record) THEN json_extract(record, '$.finished_at') END "
-            "AS finished_at, "
-            "ROW_NUMBER() OVER "
-            "(PARTITION BY job_id ORDER BY started_at DESC, rowid DESC) AS newest "
-            "FROM runs WHERE job_id IN (SELECT value FROM json_each(?1))) "
-            "WHERE newest <= ?3 ORDER BY job_id, newest",
+            "SELECT run.job_id, run.run_id, CASE WHEN run.version <= ?2 "
+            "AND json_valid(run.record) THEN run.status ELSE 'unreadable' END, "
+            "run.trigger, run.started_at, CASE WHEN json_valid(run.record) "
+            "THEN json_extract(run.record, '$.finished_at') END "
+            "FROM json_each(?1) AS job JOIN runs AS run ON run.rowid IN "
+            "(SELECT rowid FROM runs WHERE job_id = job.value "
+            "ORDER BY started_at DESC, rowid DESC LIMIT ?3) "
+            "ORDER BY job.key, run.started_at DESC, run.rowid DESC",
             (json.dumps(job_ids), SCHEMA_VERSION, per_job),
         )
         found: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
