@@ -7,11 +7,13 @@ chain or touches the scheduler itself. Serving it is poller.apiserver's work.
 
 from __future__ import annotations
 
+import functools
 import hmac
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Security
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -60,6 +62,8 @@ APPLY_WAIT_SECONDS = 5.0
 """How long an edit waits for the daemon to reload it before answering `applied: false`."""
 POLL_SECONDS = 0.05
 _RUN_LIST = TypeAdapter(list[RunOut])
+P = ParamSpec("P")
+R = TypeVar("R")
 EXAMPLE_JOB = {"id": "ping", "every": "10m", "integrationIDs": [["66c6eb17b4d36"]]}
 
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="settings.api.api_key")
@@ -102,6 +106,23 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
 
     def redactor() -> Redactor:
         return Redactor(daemon.config.secret_values())
+
+    computing = threading.Lock()
+
+    def one_at_a_time(view: Callable[P, R]) -> Callable[P, R]:
+        """Let one request at a time compute a read view; the others wait on a lock.
+
+        A waiting thread does not compete for the GIL: with several views computing at
+        once, the scheduler loop would wait behind each of them in turn, and fires would
+        be late (bench/bench_api.py measures it).
+        """
+
+        @functools.wraps(view)
+        def serialised(*args: P.args, **kwargs: P.kwargs) -> R:
+            with computing:
+                return view(*args, **kwargs)
+
+        return serialised
 
     app = FastAPI(
         title="Poller",
@@ -173,11 +194,13 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         )
 
     @api.get("/status", response_model=StatusOut)
+    @one_at_a_time
     def get_status() -> Response:
         """Scheduler state, next run, job counts, history totals, last execution."""
         return _json(apiviews.status(daemon, reader, totals()))
 
     @api.get("/logs", response_model=LogsOut)
+    @one_at_a_time
     def get_logs(lines: int = Query(100, ge=1, description="capped at 1000")) -> LogsOut:
         """The last lines of the current log file (secrets were already redacted)."""
         path = Path(daemon.config.settings.log_file)
@@ -186,20 +209,23 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         )
 
     @api.get("/jobs", response_model=JobsOut)
+    @one_at_a_time
     def get_jobs(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> Response:
         """Jobs in config order: schedule in words, next fires, recent runs, success rate."""
         config = daemon.config
         jobs = config.jobs[offset : offset + limit]
         runs = reader.briefs([job.id for job in jobs], apiviews.RECENT_RUNS)
-        page = JobsOut(
-            total=len(config.jobs),
-            offset=offset,
-            limit=limit,
-            jobs=[apiviews.job_out(daemon, config, job, runs[job.id]) for job in jobs],
-        )
-        return _json(page)
+        # The JobsOut shape (jobs is its last field), serialised a job at a time: one call
+        # for the whole page holds the GIL for milliseconds, and the loop would wait for it.
+        head = JobsOut(total=len(config.jobs), offset=offset, limit=limit, jobs=[])
+        pieces = [
+            apiviews.job_out(daemon, config, job, runs[job.id]).model_dump_json() for job in jobs
+        ]
+        body = f"{head.model_dump_json()[:-3]}[{','.join(pieces)}]}}"
+        return Response(body, media_type="application/json")
 
     @api.get("/jobs/{job_id}", response_model=JobDetailOut, responses=_errors(404))
+    @one_at_a_time
     def get_job(job_id: str) -> Response:
         """One job: its definition (secrets redacted) and environment, and what GET /jobs shows."""
         config = daemon.config
@@ -207,6 +233,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         return _json(apiviews.job_detail(daemon, reader, config, job, redactor()))
 
     @api.get("/jobs/{job_id}/runs", response_model=list[RunOut], responses=_errors(404))
+    @one_at_a_time
     def get_job_runs(
         job_id: str,
         limit: int = Query(20, ge=1, le=1000),
@@ -221,6 +248,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         return Response(body, media_type="application/json")
 
     @api.get("/runs/{run_id}", response_model=RunOut, responses=_errors(404))
+    @one_at_a_time
     def get_run(run_id: str) -> Response:
         """One run with its steps."""
         record = daemon.store.queued(run_id) or reader.get(run_id)
@@ -233,6 +261,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         response_class=Response,
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
+    @one_at_a_time
     def get_metrics() -> Response:
         """Prometheus metrics (text exposition format)."""
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
