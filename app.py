@@ -64,6 +64,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_daemon(config_path: Path) -> int:
     """The daemon: load, schedule, then loop until SIGTERM/SIGINT."""
+    # Start-up builds the config and the schedule, most of what the process will hold;
+    # collecting meanwhile only walks it again and again (with 10,000 jobs, 0.7-0.8 s to
+    # start instead of 0.9-1.1 s). _run_daemon freezes it all, then collection resumes.
+    gc.disable()
+    try:
+        return _run_daemon(config_path)
+    finally:
+        gc.enable()
+
+
+def _run_daemon(config_path: Path) -> int:
     try:
         config = load_config(config_path)
     except ConfigError as err:
@@ -122,6 +133,7 @@ def run_daemon(config_path: Path) -> int:
     # too (~120 ms with 10,000 jobs); the config and schedule live as long as the daemon,
     # so they are moved out of those passes (again after each reload).
     gc.freeze()
+    gc.enable()
     log.info(
         "Poller started: pid %d, %d job(s), config %s, history %s",
         os.getpid(),
