@@ -240,7 +240,7 @@ def run_briefs(records: list[dict[str, Any]]) -> list[RunBrief]:
                 "status": str(record.get("status", "")),
                 "trigger": record.get("trigger"),
                 "started_at": _instant(record.get("started_at")),
-                "duration_ms": _duration_ms(record),
+                "duration_ms": record.get("duration_ms"),
             }
             for record in records
         ]

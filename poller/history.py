@@ -224,16 +224,17 @@ class HistoryStore:
     def briefs(self, job_ids: list[str], per_job: int) -> dict[str, list[dict[str, Any]]]:
         """The newest `per_job` runs of each job, newest first, in brief.
 
-        Each is run_id, status, trigger, started_at and finished_at, read in one query
-        that takes `per_job` index entries of each job and decodes no whole record
-        (GET /jobs shows a page of jobs at once). A row that recent() would report
-        unreadable has the status "unreadable".
+        Each is run_id, status, trigger, started_at and duration_ms (None while running),
+        read in one query that takes `per_job` index entries of each job and decodes no
+        whole record in Python (GET /jobs shows a page of jobs at once). A row that
+        recent() would report unreadable has the status "unreadable".
         """
         rows = self._read(
             "SELECT run.job_id, run.run_id, CASE WHEN run.version <= ?2 "
             "AND json_valid(run.record) THEN run.status ELSE 'unreadable' END, "
-            "run.trigger, run.started_at, CASE WHEN json_valid(run.record) "
-            "THEN json_extract(run.record, '$.finished_at') END "
+            "run.trigger, run.started_at, CASE WHEN json_valid(run.record) THEN MAX(0, CAST(ROUND("
+            "(julianday(json_extract(run.record, '$.finished_at')) - julianday(run.started_at)) "
+            "* 86400000) AS INTEGER)) END "
             "FROM json_each(?1) AS job JOIN runs AS run ON run.rowid IN "
             "(SELECT rowid FROM runs WHERE job_id = job.value "
             "ORDER BY started_at DESC, rowid DESC LIMIT ?3) "
@@ -241,14 +242,14 @@ class HistoryStore:
             (json.dumps(job_ids), SCHEMA_VERSION, per_job),
         )
         found: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
-        for job_id, run_id, status, trigger, started_at, finished_at in rows:
+        for job_id, run_id, status, trigger, started_at, duration_ms in rows:
             found[job_id].append(
                 {
                     "run_id": run_id,
                     "status": status,
                     "trigger": trigger,
                     "started_at": started_at,
-                    "finished_at": finished_at,
+                    "duration_ms": duration_ms,
                 }
             )
         return found
