@@ -77,9 +77,10 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     raw = _parse_json(text, name)
     positions = Locations(text)
     problems: list[Problem] = []
-    raw = _interpolate(
-        raw, (), os.environ if environ is None else environ, name, positions, problems
-    )
+    if _may_interpolate(text):
+        raw = _interpolate(
+            raw, (), os.environ if environ is None else environ, name, positions, problems
+        )
     if isinstance(raw, list):
         raw = {"jobs": raw}
     if not isinstance(raw, dict):
@@ -151,6 +152,11 @@ def _parse_json(text: str, name: str) -> Any:
                 f"expected ',' after this value (a comma is missing before line {err.lineno})"
             )
         raise ConfigError([Problem(name, "", f"invalid JSON: {expected}", line, column)]) from None
+
+
+def _may_interpolate(text: str) -> bool:
+    """False when no value can hold a ${NAME} or $$: the walk of every value is skipped."""
+    return "${" in text or "$$" in text or "\\u0024" in text.lower()
 
 
 def _interpolate(

@@ -463,3 +463,9 @@ def test_interpolation_forms(case: tuple[str, dict[str, str], str]) -> None:
         json.dumps({"jobs": [job(description=text)]}), Path("config.json"), environ=environ
     )
     assert config.jobs[0].description == expected
+
+
+def test_interpolation_sees_a_dollar_written_as_a_json_escape() -> None:
+    text = json.dumps({"jobs": [job(description="${WHO}")]}).replace("$", "\\u0024")
+    config = parse_config(text, Path("config.json"), environ={"WHO": "ops"})
+    assert config.jobs[0].description == "ops"
