@@ -155,6 +155,45 @@ def schedule_c(params: Params, idle: bool) -> NoReturn:
 
 
 def apscheduler_a(params: Params) -> Result:
+    return _apscheduler_every(params, time.time, with_id=False)
+
+
+def apscheduler_recorded_a(params: Params) -> Result:
+    """(a) with a job that leaves what Poller leaves per fire: a log line and a durable row.
+
+    The row goes into SQLite (WAL, synchronous NORMAL, as Poller's history), one commit per
+    run; the line goes to a log file through `logging`, at INFO.
+    """
+    import logging
+    import sqlite3
+    from pathlib import Path
+
+    folder = Path(params["folder"])
+    logger = logging.getLogger("bench.recorded")
+    handler = logging.FileHandler(folder / "aps.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    db = sqlite3.connect(folder / "aps.db", check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE runs (job_id TEXT, started REAL, finished REAL, status TEXT)")
+    lock = threading.Lock()
+
+    def job(job_id: str) -> float:
+        started = time.time()
+        with lock:
+            db.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?)", (job_id, started, time.time(), "success")
+            )
+        logger.info("job %s: run finished: success", job_id)
+        return started
+
+    return _apscheduler_every(params, job, with_id=True)
+
+
+def _apscheduler_every(params: Params, job: Callable[..., float], with_id: bool) -> Result:
+    """(a) on APScheduler: `job` (given the job id when `with_id`) returns its start."""
     from apscheduler.events import (
         EVENT_JOB_EXECUTED,
         EVENT_JOB_MAX_INSTANCES,
@@ -176,9 +215,16 @@ def apscheduler_a(params: Params) -> Result:
 
     scheduler = BackgroundScheduler()
     scheduler.add_listener(listen, EVENT_JOB_EXECUTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
-    for i in range(count):  # the job returns when it started: time.time itself
+    for i in range(count):  # the job returns when it started
         start = datetime.fromtimestamp(first + i / count, UTC)
-        scheduler.add_job(time.time, "interval", seconds=1, start_date=start, id=f"every{i}")
+        scheduler.add_job(
+            job,
+            "interval",
+            seconds=1,
+            start_date=start,
+            id=f"every{i}",
+            args=[f"every{i}"] if with_id else None,
+        )
     scheduler.start()
     cpu = cpu_between(first, first + duration)
     sleep_until(first + duration + DRAIN_SECONDS)

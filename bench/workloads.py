@@ -25,6 +25,8 @@ def run(scheduler: str, workload: str, params: Params) -> Result:
     if scheduler == "poller":
         runs = {"a": poller_runs.poller_a, "b": poller_runs.poller_b, "c": poller_runs.poller_c}
         return runs[workload](params)
+    if scheduler == "apscheduler-recorded":
+        return library_runs.apscheduler_recorded_a(params)
     if scheduler == "apscheduler":
         aps = {
             "a": library_runs.apscheduler_a,
