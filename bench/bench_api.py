@@ -8,9 +8,11 @@
 It writes a config and a history into a folder, starts the real daemon (`python app.py`)
 with the API on 127.0.0.1 (port 0), and measures request latency from this process. Then
 it measures fire lateness (started_at - scheduled_for of `probe` jobs that fire every
-second) in three windows: quiet; while a second process (this file with --load) sends
-GET /status and GET /jobs at a bounded rate (--rate, 20 req/s: many open pages); and while
-it sends them as fast as they are answered (the API saturated). Every request goes to
+second) in rounds of two windows (--rounds, 3): quiet; then while a second process (this
+file with --load) sends GET /status and GET /jobs at a bounded rate (--rate, 20 req/s: many
+open pages). Taking them in turns puts the machine's slow spells into both; the spread of
+the quiet windows' p99 is printed as the noise. A last window has the second process send
+as fast as it is answered (the API saturated). Every request goes to
 127.0.0.1 only; each load is bounded in time and count. It asserts nothing.
 """
 
@@ -38,6 +40,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from poller.api import SHARED_SECONDS  # noqa: E402
 from poller.history import SCHEMA_VERSION, HistoryStore, iso  # noqa: E402
 
 PROBES = 50
@@ -50,7 +53,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200, help="per endpoint, sequential")
-    parser.add_argument("--window", type=float, default=30.0, help="seconds per lateness window")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds per lateness window")
+    parser.add_argument("--rounds", type=int, default=3, help="quiet+loaded window pairs")
     parser.add_argument("--concurrency", type=int, default=4, help="threads of the load process")
     parser.add_argument("--rate", type=float, default=20.0, help="bounded load, requests/s")
     parser.add_argument("--folder", type=Path, help="work folder (default: a temporary one)")
@@ -74,7 +78,7 @@ def main() -> int:
     daemon, url = start_daemon(folder)
     try:
         measure_latency(url, job_ids, args.requests)
-        measure_lateness(folder, url, args.window, args.concurrency, args.rate)
+        measure_lateness(folder, url, args.window, args.rounds, args.concurrency, args.rate)
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(60)
@@ -227,59 +231,100 @@ def ratios(loaded: list[float], quiet: list[float]) -> str:
 
 
 def measure_latency(url: str, job_ids: list[str], count: int) -> None:
+    """Sequential requests. GET /status and GET /jobs are measured twice: computed, and as
+    answered from the response identical requests share for SHARED_SECONDS."""
     session = requests.Session()
-    targets = {
-        "GET /status": "/status",
-        "GET /jobs (100 per page)": "/jobs",
-        "GET /jobs?limit=1000": "/jobs?limit=1000",
-        "GET /jobs/{id}": "/jobs/" + job_ids[len(job_ids) // 2],
-        "GET /jobs/{id}/runs": f"/jobs/{job_ids[len(job_ids) // 2]}/runs?limit=20",
-        "GET /metrics": "/metrics",
-        "GET /health": "/health",
-    }
-    print("\nlatency, sequential requests from one client:")
-    for name, path in targets.items():
-        rounds = count if "limit=1000" not in path else max(count // 10, 5)
+    one = job_ids[len(job_ids) // 2]
+    pages = [f"/jobs?offset={offset}" for offset in range(0, len(job_ids), 100)]
+    spaced = max(count // 10, 5)
+    targets: list[tuple[str, list[str], int, float]] = [  # name, paths in turn, count, pause
+        ("GET /status, computed", ["/status"], spaced, SHARED_SECONDS + 0.05),
+        ("GET /status, shared", ["/status"], count, 0.0),
+        ("GET /jobs, computed", pages, count, 0.0 if len(pages) > 50 else SHARED_SECONDS + 0.05),
+        ("GET /jobs, shared", ["/jobs"], count, 0.0),
+        ("GET /jobs?limit=1000", ["/jobs?limit=1000"], spaced, SHARED_SECONDS + 0.05),
+        ("GET /jobs/{id}", [f"/jobs/{one}"], count, 0.0),
+        ("GET /jobs/{id}/runs", [f"/jobs/{one}/runs?limit=20"], count, 0.0),
+        ("GET /metrics", ["/metrics"], count, 0.0),
+        ("GET /health", ["/health"], count, 0.0),
+    ]
+    print(
+        "\nlatency, sequential requests from one client (/jobs pages: 100 jobs; computed ones "
+        f"come {SHARED_SECONDS + 0.05:g} s apart, or go through the {len(pages)} pages in turn):"
+    )
+    for name, paths, rounds, pause in targets:
         samples = []
-        for _ in range(rounds):
+        for n in range(rounds):
+            path = paths[n % len(paths)]
             began = time.perf_counter()
             response = session.get(url + path, timeout=60)
             samples.append(time.perf_counter() - began)
             if response.status_code != 200:
                 raise SystemExit(f"{path}: HTTP {response.status_code} {response.text[:200]}")
+            time.sleep(pause)
         print(f"  {name:<26} {percentiles(samples)}")
 
 
-def measure_lateness(folder: Path, url: str, window: float, concurrency: int, rate: float) -> None:
+def measure_lateness(
+    folder: Path, url: str, window: float, rounds: int, concurrency: int, rate: float
+) -> None:
+    """Quiet and loaded windows taken in turns, so a slow spell of the machine hits both.
+
+    The spread between quiet windows is the noise a loaded ratio must be read against.
+    """
     db = folder / "data" / "poller.db"
-    print(f"\nfire lateness of {PROBES} every-1s probe jobs (run started_at - scheduled_for):")
-    start = datetime.now(UTC)
-    time.sleep(window)
-    quiet = lateness(db, start, datetime.now(UTC))
-    print(f"  quiet                   {percentiles(quiet)}")
-    for name, per_second in ((f"load {rate:g} req/s", rate), ("load flat out", 0.0)):
+    print(
+        f"\nfire lateness of {PROBES} every-1s probe jobs (run started_at - scheduled_for), "
+        f"{rounds} rounds of a {window:g} s quiet window, then one at {rate:g} req/s:"
+    )
+    quiet: list[list[float]] = []
+    loaded: list[list[float]] = []
+    label = f"{rate:g} req/s"
+    for number in range(1, rounds + 1):
         start = datetime.now(UTC)
-        load = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--load",
-                url,
-                "--window",
-                str(window),
-                "--concurrency",
-                str(concurrency),
-                "--rate",
-                str(per_second),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=window + 120,
-            check=True,
+        time.sleep(window)
+        quiet.append(lateness(db, start, datetime.now(UTC)))
+        print(f"  round {number} {'quiet':<17} {percentiles(quiet[-1])}")
+        loaded.append(loaded_window(db, url, window, concurrency, rate))
+        print(
+            f"  round {number} {rate:g} req/s{'':<{10 - len(f'{rate:g}')}}{percentiles(loaded[-1])}"
         )
-        loaded = lateness(db, start, datetime.now(UTC))
-        print(f"  {name:<23} {percentiles(loaded)}")
-        print(f"    {ratios(loaded, quiet)}; the load: {load.stdout.strip()}")
+    all_quiet = [value for values in quiet for value in values]
+    all_loaded = [value for values in loaded for value in values]
+    print(f"  all quiet windows       {percentiles(all_quiet)}")
+    print(f"  all {label + ' windows':<19} {percentiles(all_loaded)}")
+    print(f"    loaded {ratios(all_loaded, all_quiet)}")
+    p99s = [quantile(sorted(values), 0.99) for values in quiet if values]
+    if len(p99s) > 1 and min(p99s) > 0:
+        print(f"    noise: the quiet windows' p99 range {max(p99s) / min(p99s):.2f}x, max/min")
+    flat = loaded_window(db, url, window, concurrency, 0.0)
+    print(f"  flat out                {percentiles(flat)}")
+    print(f"    flat out {ratios(flat, all_quiet)}")
+
+
+def loaded_window(db: Path, url: str, window: float, concurrency: int, rate: float) -> list[float]:
+    """Lateness while a second process loads the API for `window` seconds (rate 0: flat out)."""
+    start = datetime.now(UTC)
+    load = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--load",
+            url,
+            "--window",
+            str(window),
+            "--concurrency",
+            str(concurrency),
+            "--rate",
+            str(rate),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=window + 120,
+        check=True,
+    )
+    print(f"    the load: {load.stdout.strip()}")
+    return lateness(db, start, datetime.now(UTC))
 
 
 def lateness(db_path: Path, start: datetime, end: datetime) -> list[float]:

@@ -58,6 +58,8 @@ from poller.ui import page
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_LOG_LINES = 1000
+SHARED_SECONDS = 1.0
+"""GET /status and GET /jobs answers are shared by identical requests for this long."""
 APPLY_WAIT_SECONDS = 5.0
 """How long an edit waits for the daemon to reload it before answering `applied: false`."""
 POLL_SECONDS = 0.05
@@ -108,6 +110,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         return Redactor(daemon.config.secret_values())
 
     computing = threading.Lock()
+    shared = apihttp.SharedResponses(SHARED_SECONDS)
 
     def one_at_a_time(view: Callable[P, R]) -> Callable[P, R]:
         """Let one request at a time compute a read view; the others wait on a lock.
@@ -123,6 +126,16 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
                 return view(*args, **kwargs)
 
         return serialised
+
+    def shared_by_pages(view: Callable[P, Response]) -> Callable[P, Response]:
+        """Let identical requests within SHARED_SECONDS share one response (the pages' polls)."""
+
+        @functools.wraps(view)
+        def sharing(*args: P.args, **kwargs: P.kwargs) -> Response:
+            key = (view.__name__, *sorted(kwargs.items()))
+            return shared.get(key, daemon.config, lambda: view(*args, **kwargs))
+
+        return sharing
 
     app = FastAPI(
         title="Poller",
@@ -195,6 +208,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
 
     @api.get("/status", response_model=StatusOut)
     @one_at_a_time
+    @shared_by_pages
     def get_status() -> Response:
         """Scheduler state, next run, job counts, history totals, last execution."""
         return _json(apiviews.status(daemon, reader, totals()))
@@ -210,6 +224,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
 
     @api.get("/jobs", response_model=JobsOut)
     @one_at_a_time
+    @shared_by_pages
     def get_jobs(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> Response:
         """Jobs in config order: schedule in words, next fires, recent runs, success rate."""
         config = daemon.config
@@ -282,6 +297,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
     ) -> JSONResponse:
         """Run a job now: 202 with its run id; 409 while max_instances runs are going on."""
         run_id = _trigger(daemon, _job(daemon.config.job_map, job_id))
+        shared.clear()  # the job's row shows the run at once
         if run_id is None:
             raise HTTPException(409, f"job {job_id!r} is already running (max_instances)")
         out = TriggerOut(job_id=job_id, run_id=run_id, status="running")
@@ -305,6 +321,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
                 refused.append(RefusedOut(job_id=job.id, reason="already running (max_instances)"))
             else:
                 started.append(TriggerOut(job_id=job.id, run_id=run_id, status="running"))
+        shared.clear()
         return TriggerAllOut(started=started, refused=refused)
 
     a_job = Depends(apihttp.job_body)
@@ -326,6 +343,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
     }
 
     def edited(result: EditResult) -> EditOut:
+        shared.clear()
         return EditOut(
             job_id=result.job_id,
             action=result.action,

@@ -1,10 +1,14 @@
 """The API's HTTP plumbing: one error shape for every refusal (config-style problems), the
-request body as a JSON object, the body size limit, and Job in the OpenAPI components.
+request body as a JSON object, the body size limit, Job in the OpenAPI components, and
+read responses shared by identical requests.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +20,44 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from poller.apimodels import ErrorOut, ProblemOut
 from poller.config import Job
 from poller.errors import Problem
+
+
+class SharedResponses:
+    """Responses of read views, shared by identical requests for `seconds`.
+
+    Many open pages poll the same views; computed for each, they would hold the GIL for
+    each, and the scheduler loop would wait behind them (bench/bench_api.py measures it).
+    A shared response is never older than `seconds`, nor from an older config (`source`).
+    """
+
+    def __init__(
+        self, seconds: float, max_entries: int = 256, now: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._now = now
+        self._entries: dict[Hashable, tuple[float, object, Response]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, source: object, compute: Callable[[], Response]) -> Response:
+        """The response for `key`: the shared one while it is fresh, else `compute()`."""
+        now = self._now()
+        with self._lock:
+            found = self._entries.get(key)
+        if found is not None and now - found[0] < self.seconds and found[1] is source:
+            kept = found[2]
+            return Response(kept.body, kept.status_code, media_type=kept.media_type)
+        response = compute()
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = (now, source, response)
+        return response
+
+    def clear(self) -> None:
+        """Forget every response: an action changed what they show."""
+        with self._lock:
+            self._entries.clear()
 
 
 def install(app: FastAPI, max_body_bytes: int) -> None:

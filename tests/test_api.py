@@ -228,6 +228,18 @@ def test_trigger_all_runs_every_enabled_job(api: ApiDaemon) -> None:
     assert started | refused == {"tick", "nap", "chain"} and "nap" in started
 
 
+def test_a_trigger_shows_at_once_on_the_shared_jobs_page(api: ApiDaemon) -> None:
+    wait_until(lambda: api.json("/jobs/nap")["running"] == 0, timeout=10, what="nap to end")
+
+    def nap_running() -> int:
+        jobs = {job["id"]: job for job in api.json("/jobs")["jobs"]}
+        return int(jobs["nap"]["running"])
+
+    assert nap_running() == 0  # this answer is now shared for a second
+    assert api.post("/jobs/nap/trigger").status_code == 202
+    assert nap_running() == 1  # the trigger dropped it
+
+
 def test_create_edit_pause_delete_round_trip(api: ApiDaemon) -> None:
     job = {"id": "made", "label": "Made by API", "every": "1h", "integrationIDs": [["x1"]]}
     created = api.post("/jobs", json=job)
