@@ -8,7 +8,7 @@
 It writes a config and a history into a folder, starts the real daemon (`python app.py`)
 with the API on 127.0.0.1 (port 0), and measures request latency from this process. Then
 it measures fire lateness (started_at - scheduled_for of `probe` jobs that fire every
-second) in rounds of two windows (--rounds, 3): quiet; then while a second process (this
+second) in rounds of two windows (--rounds, 4): quiet; then while a second process (this
 file with --load) sends GET /status and GET /jobs at a bounded rate (--rate, 20 req/s: many
 open pages). Taking them in turns puts the machine's slow spells into both; the spread of
 the quiet windows' p99 is printed as the noise. A last window has the second process send
@@ -54,7 +54,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200, help="per endpoint, sequential")
     parser.add_argument("--window", type=float, default=10.0, help="seconds per lateness window")
-    parser.add_argument("--rounds", type=int, default=3, help="quiet+loaded window pairs")
+    parser.add_argument("--rounds", type=int, default=4, help="quiet+loaded window pairs")
     parser.add_argument("--concurrency", type=int, default=4, help="threads of the load process")
     parser.add_argument("--rate", type=float, default=20.0, help="bounded load, requests/s")
     parser.add_argument("--folder", type=Path, help="work folder (default: a temporary one)")

@@ -333,6 +333,7 @@ def test_metrics(api: ApiDaemon) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
+    assert "_created" not in text  # one series per counter, not two
     for line in (
         'poller_runs_total{job_id="tick",status="success",trigger="schedule"}',
         'poller_jobs{state="enabled"}',
