@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hmac
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -24,8 +23,8 @@ from pydantic import BaseModel, SecretStr, TypeAdapter
 from starlette.exceptions import HTTPException
 from swagger_ui_bundle import swagger_ui_path
 
-from poller import __version__, apihttp, apiviews
-from poller.apihttp import ProblemError, openapi_with_job_schema
+from poller import __version__, apiactions, apihttp, apiviews
+from poller.apihttp import openapi_with_job_schema
 from poller.apimodels import (
     EditOut,
     ErrorOut,
@@ -41,16 +40,8 @@ from poller.apimodels import (
     TriggerOut,
 )
 from poller.apiviews import Redactor
-from poller.config import Job
-from poller.configedit import (
-    ConfigConflictError,
-    ConfigEditor,
-    EditResult,
-    JobExistsError,
-    JobNotFoundError,
-)
+from poller.configedit import ConfigEditor, EditResult
 from poller.daemon import Daemon
-from poller.errors import ConfigError
 from poller.history import HistoryStore
 from poller.metrics import Metrics
 from poller.results import RunStatus
@@ -60,9 +51,6 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_LOG_LINES = 1000
 SHARED_SECONDS = 1.0
 """GET /status and GET /jobs answers are shared by identical requests for this long."""
-APPLY_WAIT_SECONDS = 5.0
-"""How long an edit waits for the daemon to reload it before answering `applied: false`."""
-POLL_SECONDS = 0.05
 _RUN_LIST = TypeAdapter(list[RunOut])
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -244,7 +232,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
     def get_job(job_id: str) -> Response:
         """One job: its definition (secrets redacted) and environment, and what GET /jobs shows."""
         config = daemon.config
-        job = _job(config.job_map, job_id)
+        job = apiactions.find_job(config.job_map, job_id)
         return _json(apiviews.job_detail(daemon, reader, config, job, redactor()))
 
     @api.get("/jobs/{job_id}/runs", response_model=list[RunOut], responses=_errors(404))
@@ -296,13 +284,13 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         timeout_seconds: float = Query(60, gt=0, le=300, description="longest wait"),
     ) -> JSONResponse:
         """Run a job now: 202 with its run id; 409 while max_instances runs are going on."""
-        run_id = _trigger(daemon, _job(daemon.config.job_map, job_id))
+        run_id = apiactions.trigger(daemon, apiactions.find_job(daemon.config.job_map, job_id))
         shared.clear()  # the job's row shows the run at once
         if run_id is None:
             raise HTTPException(409, f"job {job_id!r} is already running (max_instances)")
         out = TriggerOut(job_id=job_id, run_id=run_id, status="running")
         if wait:
-            record = _wait_for_end(daemon.store, reader, run_id, timeout_seconds)
+            record = apiactions.wait_for_end(daemon.store, reader, run_id, timeout_seconds)
             if record is not None:
                 run = apiviews.run_out(record, redactor())
                 out = TriggerOut(job_id=job_id, run_id=run_id, status=run.status, run=run)
@@ -316,7 +304,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         for job in daemon.config.jobs:
             if not job.enabled:
                 continue
-            run_id = _trigger(daemon, job)
+            run_id = apiactions.trigger(daemon, job)
             if run_id is None:
                 refused.append(RefusedOut(job_id=job.id, reason="already running (max_instances)"))
             else:
@@ -348,7 +336,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
             job_id=result.job_id,
             action=result.action,
             changed=result.changed,
-            applied=_wait_applied(daemon, result),
+            applied=apiactions.wait_applied(daemon, result),
             file=str(config_path),
         )
 
@@ -361,7 +349,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
     )
     def create_job(body: dict[str, Any] = a_job) -> EditOut:
         """Add a job to config.json (validated like a file edit; written atomically)."""
-        return edited(_edit(editor.create_job, body))
+        return edited(apiactions.edit(editor.create_job, body))
 
     @api.put(
         "/jobs/{job_id}",
@@ -371,22 +359,22 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
     )
     def update_job(job_id: str, body: dict[str, Any] = a_job) -> EditOut:
         """Replace a job's definition in config.json; its id stays."""
-        return edited(_edit(editor.update_job, job_id, body))
+        return edited(apiactions.edit(editor.update_job, job_id, body))
 
     @api.delete("/jobs/{job_id}", response_model=EditOut, responses=_errors(404, 409))
     def delete_job(job_id: str) -> EditOut:
         """Remove a job from config.json (a run in progress finishes)."""
-        return edited(_edit(editor.delete_job, job_id))
+        return edited(apiactions.edit(editor.delete_job, job_id))
 
     @api.post("/jobs/{job_id}/pause", response_model=EditOut, responses=_errors(404, 409))
     def pause_job(job_id: str) -> EditOut:
         """Set the job's "enabled" to false in config.json."""
-        return edited(_edit(editor.set_enabled, job_id, False))
+        return edited(apiactions.edit(editor.set_enabled, job_id, False))
 
     @api.post("/jobs/{job_id}/resume", response_model=EditOut, responses=_errors(404, 409))
     def resume_job(job_id: str) -> EditOut:
         """Set the job's "enabled" to true in config.json."""
-        return edited(_edit(editor.set_enabled, job_id, True))
+        return edited(apiactions.edit(editor.set_enabled, job_id, True))
 
     app.include_router(api)
     app.openapi_schema = openapi_with_job_schema(app)
@@ -397,54 +385,3 @@ def _json(model: BaseModel) -> Response:
     """A model already checked by construction, serialised once (FastAPI would validate and
     serialise a returned model again: a third of the time of a big /jobs page)."""
     return Response(model.model_dump_json(), media_type="application/json")
-
-
-def _job(jobs: dict[str, Job], job_id: str) -> Job:
-    job = jobs.get(job_id)
-    if job is None:
-        raise HTTPException(404, f"no job {job_id!r}")
-    return job
-
-
-def _trigger(daemon: Daemon, job: Job) -> str | None:
-    try:
-        return daemon.trigger(job)
-    except RuntimeError:  # the pool is shut down: the daemon is stopping
-        raise HTTPException(503, "the daemon is stopping; no new runs") from None
-
-
-def _wait_for_end(
-    store: HistoryStore, reader: HistoryStore, run_id: str, timeout: float
-) -> dict[str, Any] | None:
-    """The run's final record (the daemon's queued one, or the written one), or None."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = store.queued(run_id) or reader.get(run_id)
-        if record is not None and record.get("status") != "running":
-            return record
-        time.sleep(POLL_SECONDS)
-    return None
-
-
-def _edit(action: Callable[..., EditResult], *args: Any) -> EditResult:
-    try:
-        return action(*args)
-    except JobNotFoundError as err:
-        raise HTTPException(404, str(err)) from None
-    except JobExistsError as err:
-        raise HTTPException(409, str(err)) from None
-    except ConfigConflictError as err:
-        raise ProblemError(409, str(err), err.problems) from None
-    except ConfigError as err:
-        raise ProblemError(422, "the change would make config.json invalid", err.problems) from None
-
-
-def _wait_applied(daemon: Daemon, result: EditResult) -> bool:
-    """Wait (bounded) until the daemon's reload shows the job as the file now has it."""
-    wanted = result.config.job_map.get(result.job_id)
-    deadline = time.monotonic() + APPLY_WAIT_SECONDS
-    while daemon.config.job_map.get(result.job_id) != wanted:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(POLL_SECONDS)
-    return True
