@@ -253,6 +253,11 @@ def notes(results: Results) -> list[str]:
         "INFO, SQLite history); lateness = run started_at - scheduled_for from the history.",
     ]
     for (scheduler, workload), result in sorted(results.items()):
+        by_thread = result.get("thread_ms_per_fire") or {}
+        if by_thread:
+            parts = sorted(by_thread.items(), key=lambda item: -item[1])
+            shown = ", ".join(f"{name} {ms:.3f}" for name, ms in parts if ms >= 0.001)
+            found.append(f"({workload}) {scheduler}: CPU ms per fire by thread: {shown}")
         if "error" in result:
             found.append(f"({workload}) {scheduler} failed: {result['error']}")
         if result.get("late_start"):

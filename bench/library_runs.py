@@ -28,6 +28,7 @@ from measure import (
     rss_kib,
     run_with_monitor,
     sleep_until,
+    thread_cpu_between,
 )
 
 
@@ -226,11 +227,11 @@ def _apscheduler_every(params: Params, job: Callable[..., float], with_id: bool)
             args=[f"every{i}"] if with_id else None,
         )
     scheduler.start()
-    cpu = cpu_between(first, first + duration)
+    cpu, threads = thread_cpu_between(first, first + duration)
     sleep_until(first + duration + DRAIN_SECONDS)
     pairs = [(due.timestamp(), started) for due, started in list(fires)]
     missed = sum(len(getattr(e, "scheduled_run_times", None) or [None]) for e in skipped)
-    return lateness_result(pairs, first, first + duration, cpu, missed)
+    return lateness_result(pairs, first, first + duration, cpu, missed, threads)
 
 
 def apscheduler_b(params: Params) -> Result:

@@ -62,6 +62,35 @@ def cpu_between(start: float, end: float) -> float:
     return cpu_seconds() - before
 
 
+def thread_cpu() -> dict[str, float]:
+    """User + system CPU seconds of this process's threads, summed by name without the number
+    (so the pool threads `run_0`, `run_1`... count as `run`)."""
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        name = names.get(int(task.name), "other").rstrip("0123456789_-") or "other"
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+def thread_cpu_between(start: float, end: float) -> tuple[float, dict[str, float]]:
+    """As cpu_between, with the CPU seconds of each kind of thread (thread_cpu)."""
+    sleep_until(start)
+    before, threads_before = cpu_seconds(), thread_cpu()
+    sleep_until(end)
+    after, threads_after = cpu_seconds(), thread_cpu()
+    spent = {
+        name: seconds - threads_before.get(name, 0.0) for name, seconds in threads_after.items()
+    }
+    return after - before, {name: seconds for name, seconds in spent.items() if seconds > 0}
+
+
 def percentile(ordered: list[float], q: float) -> float:
     """Nearest-rank percentile of sorted values; NaN when empty."""
     if not ordered:
@@ -70,9 +99,17 @@ def percentile(ordered: list[float], q: float) -> float:
 
 
 def lateness_result(
-    fires: list[tuple[float, float]], start: float, end: float, cpu: float, skipped: int
+    fires: list[tuple[float, float]],
+    start: float,
+    end: float,
+    cpu: float,
+    skipped: int,
+    threads: dict[str, float] | None = None,
 ) -> Result:
-    """(a): fires are (due, started) epochs; those due in [start, end) count."""
+    """(a): fires are (due, started) epochs; those due in [start, end) count.
+
+    `threads`: CPU seconds by kind of thread (thread_cpu_between), when measured.
+    """
     late = sorted(started - due for due, started in fires if start <= due < end)
     count = len(late)
     return {
@@ -83,6 +120,9 @@ def lateness_result(
         "skipped": skipped,
         "cpu_s": cpu,
         "cpu_ms_per_fire": cpu / count * 1000 if count else math.nan,
+        "thread_ms_per_fire": {
+            name: seconds / count * 1000 for name, seconds in (threads or {}).items() if count
+        },
     }
 
 

@@ -26,12 +26,12 @@ from measure import (
     TASKS_MODULE,
     Params,
     Result,
-    cpu_between,
     cpu_seconds,
     daily_times,
     lateness_result,
     rss_kib,
     sleep_until,
+    thread_cpu_between,
 )
 
 
@@ -132,10 +132,12 @@ def poller_a(params: Params) -> Result:
     )
     store.close()
     measured: dict[str, float] = {}
+    threads: dict[str, float] = {}
 
     def monitor() -> None:
         measured["started_late"] = time.time() > first
-        measured["cpu"] = cpu_between(first, first + duration)
+        measured["cpu"], by_thread = thread_cpu_between(first, first + duration)
+        threads.update(by_thread)
         sleep_until(first + duration + DRAIN_SECONDS)
 
     run_poller(config_path, monitor)
@@ -146,7 +148,7 @@ def poller_a(params: Params) -> Result:
         if run["status"] != "skipped" and run.get("scheduled_for")
     ]
     skipped = sum(run["status"] == "skipped" for run in runs)
-    result = lateness_result(fires, first, first + duration, measured["cpu"], skipped)
+    result = lateness_result(fires, first, first + duration, measured["cpu"], skipped, threads)
     result["late_start"] = bool(measured["started_late"])
     return result
 
