@@ -37,6 +37,7 @@ class SharedResponses:
         self.max_entries = max_entries
         self._now = now
         self._entries: dict[Hashable, tuple[float, object, Response]] = {}
+        self._generation = 0  # clear() counts up; a response computed across one is not kept
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, source: object, compute: Callable[[], Response]) -> Response:
@@ -44,19 +45,22 @@ class SharedResponses:
         now = self._now()
         with self._lock:
             found = self._entries.get(key)
+            generation = self._generation
         if found is not None and now - found[0] < self.seconds and found[1] is source:
             kept = found[2]
             return Response(kept.body, kept.status_code, media_type=kept.media_type)
         response = compute()
         with self._lock:
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-            self._entries[key] = (now, source, response)
+            if self._generation == generation:  # else an action came while computing
+                if len(self._entries) >= self.max_entries:
+                    self._entries.clear()
+                self._entries[key] = (now, source, response)
         return response
 
     def clear(self) -> None:
-        """Forget every response: an action changed what they show."""
+        """Forget every response, and any being computed: an action changed what they show."""
         with self._lock:
+            self._generation += 1
             self._entries.clear()
 
 

@@ -48,6 +48,20 @@ def test_other_requests_a_new_config_and_clear_compute_again() -> None:
     assert views.computed == 4
 
 
+def test_a_response_computed_across_a_clear_is_not_shared() -> None:
+    views = Views()
+    shared = SharedResponses(1.0, now=lambda: views.now)
+    config = object()
+
+    def view_during_an_action() -> Response:
+        response = views.view()
+        shared.clear()  # a trigger lands while the view reads the history
+        return response
+
+    assert shared.get(("jobs", 0), config, view_during_an_action).body == b'{"n": 1}'
+    assert shared.get(("jobs", 0), config, views.view).body == b'{"n": 2}'
+
+
 def test_the_responses_kept_are_bounded() -> None:
     views = Views()
     shared = SharedResponses(60.0, max_entries=3, now=lambda: views.now)
