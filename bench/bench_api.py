@@ -236,13 +236,14 @@ def measure_latency(url: str, job_ids: list[str], count: int) -> None:
     session = requests.Session()
     one = job_ids[len(job_ids) // 2]
     pages = [f"/jobs?offset={offset}" for offset in range(0, len(job_ids), 100)]
-    spaced = max(count // 10, 5)
+    spaced, pause = max(count // 10, 5), SHARED_SECONDS + 0.05
     targets: list[tuple[str, list[str], int, float]] = [  # name, paths in turn, count, pause
-        ("GET /status, computed", ["/status"], spaced, SHARED_SECONDS + 0.05),
+        ("GET /status, computed", ["/status"], spaced, pause),
         ("GET /status, shared", ["/status"], count, 0.0),
-        ("GET /jobs, computed", pages, count, 0.0 if len(pages) > 50 else SHARED_SECONDS + 0.05),
+        # Through the pages in turn while they are many; else one request a pause apart.
+        ("GET /jobs, computed", pages, *((count, 0.0) if len(pages) > 50 else (spaced, pause))),
         ("GET /jobs, shared", ["/jobs"], count, 0.0),
-        ("GET /jobs?limit=1000", ["/jobs?limit=1000"], spaced, SHARED_SECONDS + 0.05),
+        ("GET /jobs?limit=1000", ["/jobs?limit=1000"], spaced, pause),
         ("GET /jobs/{id}", [f"/jobs/{one}"], count, 0.0),
         ("GET /jobs/{id}/runs", [f"/jobs/{one}/runs?limit=20"], count, 0.0),
         ("GET /metrics", ["/metrics"], count, 0.0),
@@ -250,7 +251,7 @@ def measure_latency(url: str, job_ids: list[str], count: int) -> None:
     ]
     print(
         "\nlatency, sequential requests from one client (/jobs pages: 100 jobs; computed ones "
-        f"come {SHARED_SECONDS + 0.05:g} s apart, or go through the {len(pages)} pages in turn):"
+        f"come {pause:g} s apart, or go through the {len(pages)} pages in turn):"
     )
     for name, paths, rounds, pause in targets:
         samples = []
