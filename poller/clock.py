@@ -26,18 +26,33 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """Wall-clock time; waits sit on an Event so wake() interrupts them."""
+    """Wall-clock time. wake() ends every wait in progress, and the next wait of each thread
+    that was not waiting then.
+
+    The loop and the HTTP retries' backoff share this clock. Each thread counts the wakes it
+    has seen, so one thread's wait never uses up a wake that another (the loop, told of a
+    reload or a stop while busy) has yet to see.
+    """
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        # Re-entrant: SIGTERM's handler calls wake() on the main thread, which may be inside
+        # wait() at that moment, holding this lock.
+        self._woken = threading.Condition(threading.RLock())
+        self._wakes = 0
+        self._seen = threading.local()  # .wakes: the count at this thread's last wait
 
     def now(self) -> datetime:
         return datetime.now(UTC)
 
     def wait(self, seconds: float) -> bool:
-        woken = self._event.wait(max(seconds, 0.0))
-        self._event.clear()
-        return woken
+        with self._woken:
+            seen = getattr(self._seen, "wakes", 0)
+            if self._wakes == seen:
+                self._woken.wait(max(seconds, 0.0))
+            self._seen.wakes = self._wakes
+            return self._wakes != seen
 
     def wake(self) -> None:
-        self._event.set()
+        with self._woken:
+            self._wakes += 1
+            self._woken.notify_all()
