@@ -79,6 +79,19 @@ def test_suppressed_count_is_reported(log_file: Path) -> None:
     assert later.getMessage() == "again a (and 2 similar lines suppressed)"
 
 
+def test_the_limiter_forgets_its_oldest_keys_first() -> None:
+    limiter = RateLimitFilter(burst=1, window_seconds=3600, max_keys=3)
+
+    def record(run_id: str) -> logging.LogRecord:
+        line = logging.LogRecord("x", logging.INFO, "", 0, "run finished", None, None)
+        line.run_id = run_id
+        return line
+
+    assert all(limiter.filter(record(run)) for run in "abcd")  # a fourth key: "a" goes
+    assert not limiter.filter(record("d"))  # still limited: it is remembered
+    assert limiter.filter(record("a"))  # forgotten, so it counts from the start again
+
+
 def test_daemon_log_has_no_secret(
     folder: Path, platform: PlatformServer, daemons: list[DaemonProcess]
 ) -> None:
