@@ -138,24 +138,35 @@ def test_job_state_and_last_fire(store: HistoryStore) -> None:
     }
 
 
+def write_old_database(path: Path, schema: str, rows: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """A history database as an older Poller left it: its tables, then (SQL, values) rows."""
+    db = sqlite3.connect(path)
+    db.executescript(schema)
+    for sql, values in rows:
+        db.execute(sql, values)
+    db.commit()
+    db.close()
+
+
 def test_a_database_without_last_fire_takes_it_from_its_runs(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    db = sqlite3.connect(path)
-    db.executescript(
+    runs = (("r1", T0, "schedule"), ("r2", T0 + timedelta(1), "manual"))
+    write_old_database(
+        path,
         "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, definition TEXT NOT NULL, "
         "anchor TEXT NOT NULL, version INTEGER NOT NULL);"
         "CREATE TABLE runs (run_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, "
         "trigger TEXT NOT NULL, scheduled_for TEXT, started_at TEXT NOT NULL, "
-        "status TEXT NOT NULL, version INTEGER NOT NULL, record TEXT NOT NULL);"
+        "status TEXT NOT NULL, version INTEGER NOT NULL, record TEXT NOT NULL);",
+        [("INSERT INTO jobs VALUES ('j', 'abc', ?, 1)", (T0.isoformat(),))]
+        + [
+            (
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                _row(record(run_id, at, trigger=trigger)),
+            )
+            for run_id, at, trigger in runs
+        ],
     )
-    db.execute("INSERT INTO jobs VALUES ('j', 'abc', ?, 1)", (T0.isoformat(),))
-    for run_id, at, trigger in (("r1", T0, "schedule"), ("r2", T0 + timedelta(1), "manual")):
-        db.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            _row(record(run_id, at, trigger=trigger)),
-        )
-    db.commit()
-    db.close()
     store = HistoryStore(path)
     try:
         assert store.job_states() == {"j": JobState("abc", T0, T0)}
@@ -165,15 +176,13 @@ def test_a_database_without_last_fire_takes_it_from_its_runs(tmp_path: Path) -> 
 
 def test_the_fire_ledger_starts_from_an_older_history(tmp_path: Path) -> None:
     path = tmp_path / "session2.db"
-    db = sqlite3.connect(path)
-    db.executescript(
-        "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, definition TEXT NOT NULL, "
-        "anchor TEXT NOT NULL, version INTEGER NOT NULL, last_fire TEXT);"
-    )
     # Poller kept last_fire in the jobs table before it had a ledger file of its own.
-    db.execute("INSERT INTO jobs VALUES ('j', 'abc', ?, 1, ?)", (T0.isoformat(), _iso(T0, 9)))
-    db.commit()
-    db.close()
+    write_old_database(
+        path,
+        "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, definition TEXT NOT NULL, "
+        "anchor TEXT NOT NULL, version INTEGER NOT NULL, last_fire TEXT);",
+        [("INSERT INTO jobs VALUES ('j', 'abc', ?, 1, ?)", (T0.isoformat(), _iso(T0, 9)))],
+    )
     store = HistoryStore(path)
     try:
         assert store.job_states()["j"].last_fire == T0 + timedelta(seconds=9)
