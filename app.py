@@ -29,7 +29,8 @@ from poller.daemon import Daemon
 from poller.errors import ConfigError, PollerError
 from poller.forecast import forecast
 from poller.history import HistoryStore
-from poller.logs import RedactFilter, setup_logging
+from poller.logs import setup_logging
+from poller.redaction import Redactor
 from poller.reload import ConfigReloader, ConfigWatcher
 from poller.timing import local_zone
 
@@ -81,13 +82,14 @@ def _run_daemon(config_path: Path) -> int:
         print(err, file=sys.stderr)
         return EXIT_USAGE
     settings = config.settings
-    redact = setup_logging(
+    redactor = Redactor(config.secret_values())
+    setup_logging(
         settings.log_file,
         settings.log_format,
         settings.log_level,
         settings.log_keep_days,
         stderr=sys.stderr.isatty(),
-        secrets=config.secret_values(),
+        redactor=redactor,
     )
     store = HistoryStore(settings.state_db)
     try:
@@ -97,7 +99,7 @@ def _run_daemon(config_path: Path) -> int:
         print(f"app.py: {err}", file=sys.stderr)
         return EXIT_FAILED
     clock = SystemClock()
-    daemon = Daemon(config, store, clock)
+    daemon = Daemon(config, store, clock, redactor=redactor)
     watcher = ConfigWatcher(config_path, clock)
     reloader = ConfigReloader(watcher, clock, config_path.read_bytes())
     stopping, hangup = threading.Event(), threading.Event()
@@ -126,6 +128,9 @@ def _run_daemon(config_path: Path) -> int:
             print(f"app.py: {err}", file=sys.stderr)
             store.close()
             return EXIT_FAILED
+        if api is not None and api.page_address:
+            # Once, to the terminal and never to the log: the address carries the key.
+            print(f"Poller: open {api.page_address} to see the jobs", file=sys.stderr)
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     watcher.start()
     daemon.start()
@@ -155,7 +160,7 @@ def _run_daemon(config_path: Path) -> int:
         if watcher.pending.is_set() or hangup.is_set():
             forced = hangup.is_set()
             hangup.clear()
-            reload_config(daemon, reloader, config_path, redact, forced)
+            reload_config(daemon, reloader, config_path, forced)
         with daemon.store.fires().transaction():  # one commit for the fires of this wake
             daemon.scheduler.run_pending()
         if now - pruned_at >= PRUNE_EVERY:
@@ -186,7 +191,6 @@ def reload_config(
     daemon: Daemon,
     reloader: ConfigReloader,
     config_path: Path,
-    redact: RedactFilter,
     forced: bool,
 ) -> None:
     """Read a settled save; apply it if valid, else keep the last good config."""
@@ -199,7 +203,6 @@ def reload_config(
         log.error("reload of %s failed; keeping the last good config. %s", config_path, err)
         daemon.count_reload(applied=False)
         return
-    redact.update(config.secret_values())
     summary = daemon.apply(config)
     daemon.count_reload(applied=True)
     gc.freeze()
@@ -344,15 +347,16 @@ def cmd_run(config_path: Path, args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     settings = config.settings
+    redactor = Redactor(config.secret_values())
     setup_logging(
         settings.log_file,
         settings.log_format,
         settings.log_level,
         settings.log_keep_days,
         stderr=True,
-        secrets=config.secret_values(),
+        redactor=redactor,
     )
-    clients = ClientPool(config.environments)
+    clients = ClientPool(config.environments, redactor=redactor)
     try:
         result = chain.run_job(job, config, clients, trigger="manual", force=args.force)
     finally:
@@ -390,6 +394,8 @@ def cmd_history(config_path: Path, args: argparse.Namespace) -> int:
             runs = store.recent(args.job_id, args.limit)
         finally:
             store.close()
+    redactor = Redactor(config.secret_values())  # records kept by an older Poller too
+    runs = [redactor.value(run) for run in runs]
     if args.json:
         print(json.dumps(runs, indent=2))
         return EXIT_OK

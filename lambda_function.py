@@ -33,6 +33,7 @@ from poller.clock import SystemClock
 from poller.config import Config, Job, slugify
 from poller.configfile import parse_config
 from poller.errors import ConfigError
+from poller.redaction import Redactor
 from poller.results import TRIGGERS, RunResult, Trigger, new_run_id
 
 EVENT_KEYS = frozenset(
@@ -67,7 +68,8 @@ def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
     except EventError as err:
         return _failed(event, str(err), clock.now())
     try:
-        clients = ClientPool(invocation.config.environments, clock=clock)
+        redactor = Redactor(invocation.config.secret_values())
+        clients = ClientPool(invocation.config.environments, clock=clock, redactor=redactor)
         try:
             result = run_job(
                 invocation.job,

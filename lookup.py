@@ -7,7 +7,6 @@ escapes and no credential reaches a log line or an error.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import random
@@ -19,18 +18,27 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import requests
 
 from poller.clock import Clock, SystemClock
-from poller.config import ApiKeyAuth, BasicAuth, BearerAuth, Environment, SessionAuth
+from poller.config import (
+    PUBLIC_HEADERS,
+    ApiKeyAuth,
+    BasicAuth,
+    BearerAuth,
+    Environment,
+    SessionAuth,
+    basic_credentials,
+)
 from poller.errors import CallError
+from poller.redaction import Redactor, is_secret_name, is_secret_parameter, mask_url
 from poller.retry import RetryPolicy
 from poller.transport import (
     Answer,
     AttemptError,
     Call,
     CallResult,
+    Session,
     check_status,
     excerpt,
     send,
-    sensitive_values,
     with_retries,
 )
 
@@ -47,7 +55,12 @@ class _Login:
     """An environment's credentials; logs in (one thread at a time) when needed."""
 
     def __init__(
-        self, name: str, environment: Environment, session: requests.Session, clock: Clock
+        self,
+        name: str,
+        environment: Environment,
+        session: requests.Session,
+        clock: Clock,
+        redactor: Redactor,
     ) -> None:
         self._name = name
         self._environment = environment
@@ -57,29 +70,28 @@ class _Login:
         self._generation = 0  # bumped by every login; a 401 names the one it saw
         self._is_valid = False
         self._token = ""
-        self._cookie_values: tuple[str, ...] = ()
         self._lifetime_seconds = 0.0
         self._obtained_at = clock.now()
+        self.redactor = redactor
         auth = environment.auth
         self._static: dict[str, str] = {}
-        self._secrets = sensitive_values(environment.headers)
         if isinstance(auth, ApiKeyAuth):
             self._static = {auth.header: auth.value.get_secret_value()}
         elif isinstance(auth, BasicAuth):
-            pair = f"{auth.username}:{auth.password.get_secret_value()}".encode()
-            self._static = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+            header, encoded = basic_credentials(auth.username, auth.password.get_secret_value())
+            self._static = {"Authorization": header}
+            redactor.add(encoded)
         if isinstance(auth, ApiKeyAuth | BasicAuth | SessionAuth | BearerAuth):
             secret = auth.value if isinstance(auth, ApiKeyAuth) else auth.password
-            self._secrets.append(secret.get_secret_value())
-        self._secrets.extend(self._static.values())
+            redactor.add(secret.get_secret_value())
+        redactor.add(
+            *(v for k, v in environment.headers.items() if k.lower() not in PUBLIC_HEADERS),
+            *self._static.values(),
+        )
 
     @property
     def logs_in(self) -> bool:
         return isinstance(self._environment.auth, SessionAuth | BearerAuth)
-
-    def secrets(self) -> list[str]:
-        """Every credential value known now: configured, the token and the login's cookies."""
-        return [*self._secrets, self._token, *self._cookie_values]
 
     def prepare(self, timeout: float) -> tuple[int, dict[str, str]]:
         """Log in if needed; the login generation and the auth headers to send."""
@@ -124,14 +136,15 @@ class _Login:
             timeout=timeout,
         )
         try:
-            check_status(answer, self.secrets(), self._clock)
+            check_status(answer, self.redactor, self._clock)
         except AttemptError as failure:
             failure.reason = f"login at {auth.login_path} failed: {failure.reason}"
             raise
         if isinstance(auth, BearerAuth):
             self._token, self._lifetime_seconds = _read_token(answer, auth)
             self._obtained_at = self._clock.now()
-        self._cookie_values = answer.cookie_values
+            self.redactor.add(self._token)
+        self.redactor.add(*answer.cookie_values)
         self._generation += 1
         self._is_valid = True
         log.info("%s: logged in at %s (%s)", self._name, auth.login_path, auth.type)
@@ -170,13 +183,15 @@ class PlatformClient:
         environment: Environment,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.name = name
         self.environment = environment
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
-        self._session = requests.Session()  # connection pool and cookie jar, shared by runs
-        self._login = _Login(name, environment, self._session, self._clock)
+        self._session = Session()  # connection pool and cookie jar, shared by runs
+        self.redactor = redactor or Redactor()
+        self._login = _Login(name, environment, self._session, self._clock, self.redactor)
         self._policy = RetryPolicy(
             environment.retries, environment.backoff_seconds, environment.backoff_max_seconds
         )
@@ -230,10 +245,10 @@ class PlatformClient:
                 raise AttemptError(
                     answer.phrase or "Unauthorized",
                     status=401,
-                    excerpt=excerpt(answer.content, self._login.secrets()),
+                    excerpt=excerpt(answer.content, self.redactor),
                     login_generation=generation,
                 )
-            check_status(answer, self._login.secrets(), self._clock)
+            check_status(answer, self.redactor, self._clock)
             return answer.status, self._parse(answer)
 
         return with_retries(call, attempt, self._login.invalidate)
@@ -244,8 +259,7 @@ class PlatformClient:
         try:
             value = json.loads(answer.content)
         except ValueError:
-            secrets = self._login.secrets()
-            excerpt_text = excerpt(answer.content, secrets)
+            excerpt_text = excerpt(answer.content, self.redactor)
             raise AttemptError("invalid JSON", status=answer.status, excerpt=excerpt_text) from None
         return value if isinstance(value, dict) else {"data": value}
 
@@ -254,11 +268,21 @@ class PlatformClient:
 
 
 class ClientPool:
-    """One PlatformClient per environment name, created on first use and shared by runs."""
+    """One PlatformClient per environment name, created on first use and shared by runs.
 
-    def __init__(self, environments: Mapping[str, Environment], clock: Clock | None = None) -> None:
+    `redactor` learns every credential its clients use or obtain (tokens, cookies); runs
+    mask their records with it.
+    """
+
+    def __init__(
+        self,
+        environments: Mapping[str, Environment],
+        clock: Clock | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
         self._environments = dict(environments)
         self._clock = clock
+        self.redactor = redactor or Redactor()
         self._lock = threading.Lock()
         self._clients: dict[str, PlatformClient] = {}
 
@@ -271,7 +295,8 @@ class ClientPool:
                 if environment is None:
                     reason = f"environment {name!r} is not defined"
                     raise CallError(name, "", None, 0, reason=reason)
-                client = self._clients[name] = PlatformClient(name, environment, self._clock)
+                client = PlatformClient(name, environment, self._clock, redactor=self.redactor)
+                self._clients[name] = client
             return client
 
     def close(self) -> None:
@@ -282,9 +307,9 @@ class ClientPool:
 
 
 def display_url(url: str) -> str:
-    """A URL fit for logs and errors: no user:password, query string or fragment."""
+    """A URL fit for logs and errors: no query string or fragment, userinfo masked."""
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    return mask_url(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
 
 
 def http_call(
@@ -302,6 +327,7 @@ def http_call(
     backoff_max_seconds: float = 30.0,
     deadline: float | None = None,
     clock: Clock | None = None,
+    redactor: Redactor | None = None,
 ) -> CallResult:
     """A plain HTTP call (chain entry {"http": ...}) with the platform's retry rules.
 
@@ -310,8 +336,12 @@ def http_call(
     Raises:
         CallError: environment "http", integration_id the URL without its query.
     """
-    secrets = [*sensitive_values(headers), *sensitive_values(params)]
-    secrets.append(urlsplit(url).password or "")
+    redactor = redactor or Redactor()
+    redactor.add(
+        *(str(v) for k, v in headers.items() if is_secret_name(k) or is_secret_parameter(k)),
+        *(str(v) for k, v in params.items() if is_secret_parameter(k) and v is not None),
+        urlsplit(url).password or "",
+    )
     the_clock = clock or SystemClock()
     policy = RetryPolicy(retries, backoff_seconds, backoff_max_seconds)
     call = Call("http", display_url(url), policy, timeout_seconds, deadline, the_clock, None)
@@ -327,7 +357,7 @@ def http_call(
             json_body=json_body,
             timeout=timeout,
         )
-        check_status(answer, secrets, the_clock)
+        check_status(answer, redactor, the_clock)
         return answer.status, _plain_output(answer)
 
     return with_retries(call, attempt)

@@ -8,22 +8,21 @@ chain or touches the scheduler itself. Serving it is poller.apiserver's work.
 from __future__ import annotations
 
 import functools
-import hmac
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Security
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, SecretStr, TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from starlette.exceptions import HTTPException
 from swagger_ui_bundle import swagger_ui_path
 
-from poller import __version__, apiactions, apihttp, apiviews
+from poller import __version__, apiactions, apihttp, apisecurity, apiviews
 from poller.apihttp import openapi_with_job_schema
 from poller.apimodels import (
     EditOut,
@@ -39,13 +38,12 @@ from poller.apimodels import (
     TriggerAllOut,
     TriggerOut,
 )
-from poller.apiviews import Redactor
 from poller.configedit import ConfigEditor, EditResult
 from poller.daemon import Daemon
 from poller.history import HistoryStore
 from poller.metrics import Metrics
 from poller.results import RunStatus
-from poller.ui import page
+from poller.ui import FOLDER, page
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_LOG_LINES = 1000
@@ -56,12 +54,16 @@ P = ParamSpec("P")
 R = TypeVar("R")
 EXAMPLE_JOB = {"id": "ping", "every": "10m", "integrationIDs": [["66c6eb17b4d36"]]}
 
-_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="settings.api.api_key")
+# For the OpenAPI document (Swagger's Authorize button); apisecurity.check_key does the check.
+_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
+_bearer = HTTPBearer(auto_error=False, description="the API key, as Prometheus sends it")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
     for code, text in (
-        (401, "No X-API-Key header (a key is configured)"),
-        (403, "Wrong X-API-Key"),
+        (400, "Host name not served (DNS rebinding guard)"),
+        (401, "No API key (X-API-Key or Authorization: Bearer)"),
+        (403, "Wrong API key, or a cross-origin request"),
+        (415, "A body that is not application/json"),
         (422, "Invalid parameters or body"),
     )
 }
@@ -75,10 +77,14 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {**_ERRORS, **extra}
 
 
-def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> FastAPI:
+def create_app(
+    daemon: Daemon, config_path: Path, api_key: str, allowed_hosts: frozenset[str] | None
+) -> FastAPI:
     """The API of `daemon`; also starts counting the daemon's runs for /metrics.
 
-    `api_key` None means no key is asked for (the server binds to loopback only).
+    Args:
+        api_key: what every data and action endpoint asks for.
+        allowed_hosts: the Host names served, or None for any (poller.apisecurity).
     """
     reader = HistoryStore(daemon.store.path)
     totals = apiviews.TotalsCache(HistoryStore(daemon.store.path))  # a slow count blocks no read
@@ -86,16 +92,12 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
     metrics = Metrics(daemon, totals)
     daemon.run_chain = metrics.observing(daemon.run_chain)
 
-    def require_key(given: str | None = Security(_key_header)) -> None:
-        if api_key is None:
-            return
-        if not given:
-            raise HTTPException(401, "missing X-API-Key header", {"WWW-Authenticate": "X-API-Key"})
-        if not hmac.compare_digest(given.encode(), api_key.get_secret_value().encode()):
-            raise HTTPException(403, "wrong API key")
-
-    def redactor() -> Redactor:
-        return Redactor(daemon.config.secret_values())
+    def require_key(
+        request: Request,
+        _header: Annotated[str | None, Security(_key_header)] = None,
+        _bearer_key: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+    ) -> None:
+        apisecurity.check_key(request, api_key)
 
     computing = threading.Lock()
     shared = apihttp.SharedResponses(SHARED_SECONDS)
@@ -133,6 +135,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         redoc_url=None,
     )
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    app.mount("/ui/assets", StaticFiles(directory=FOLDER), name="page-assets")
 
     def close() -> None:
         reader.close()
@@ -140,6 +143,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
 
     app.state.close = close
     apihttp.install(app, MAX_BODY_BYTES)
+    app.add_middleware(apisecurity.Guard, allowed_hosts=allowed_hosts)  # outermost
     api = APIRouter(dependencies=[Depends(require_key)], responses=_ERRORS)
 
     @app.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
@@ -207,7 +211,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         """The last lines of the current log file (secrets were already redacted)."""
         path = Path(daemon.config.settings.log_file)
         return LogsOut(
-            file=str(path), lines=apiviews.tail(path, min(lines, MAX_LOG_LINES), redactor())
+            file=str(path), lines=apiviews.tail(path, min(lines, MAX_LOG_LINES), daemon.redactor)
         )
 
     @api.get("/jobs", response_model=JobsOut)
@@ -233,7 +237,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         """One job: its definition (secrets redacted) and environment, and what GET /jobs shows."""
         config = daemon.config
         job = apiactions.find_job(config.job_map, job_id)
-        return _json(apiviews.job_detail(daemon, reader, config, job, redactor()))
+        return _json(apiviews.job_detail(daemon, reader, config, job, daemon.redactor))
 
     @api.get("/jobs/{job_id}/runs", response_model=list[RunOut], responses=_errors(404))
     @one_at_a_time
@@ -246,7 +250,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         runs = reader.recent(job_id, limit, status)
         if not runs and job_id not in daemon.config.job_map:
             raise HTTPException(404, f"no job {job_id!r} and no runs of it")
-        scrub = redactor()
+        scrub = daemon.redactor
         body = _RUN_LIST.dump_json([apiviews.run_out(run, scrub) for run in runs])
         return Response(body, media_type="application/json")
 
@@ -257,7 +261,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         record = daemon.store.queued(run_id) or reader.get(run_id)
         if record is None:
             raise HTTPException(404, f"no run {run_id!r}")
-        return _json(apiviews.run_out(record, redactor()))
+        return _json(apiviews.run_out(record, daemon.redactor))
 
     @api.get(
         "/metrics",
@@ -292,7 +296,7 @@ def create_app(daemon: Daemon, config_path: Path, api_key: SecretStr | None) -> 
         if wait:
             record = apiactions.wait_for_end(daemon.store, reader, run_id, timeout_seconds)
             if record is not None:
-                run = apiviews.run_out(record, redactor())
+                run = apiviews.run_out(record, daemon.redactor)
                 out = TriggerOut(job_id=job_id, run_id=run_id, status=run.status, run=run)
                 return JSONResponse(out.model_dump(mode="json"), 200)
         return JSONResponse(out.model_dump(mode="json"), 202)

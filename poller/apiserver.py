@@ -2,6 +2,7 @@
 
 The socket is bound here, before the server thread starts, so a port in use or an exposed
 address without a key stops the daemon with a clear error instead of a silent thread exit.
+Here too the key is settled (configured, else generated and kept) and the Host names served.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from poller.api import create_app
+from poller.apisecurity import LOOPBACK_NAMES, key_path, load_or_create_key
 from poller.errors import PollerError
 
 if TYPE_CHECKING:
@@ -48,6 +50,8 @@ class ApiServer:
         self.server = server
         self.sock = sock
         self._close = close
+        self.key_file: Path | None = None  # where a generated key is kept
+        self.page_address = ""  # the page's address to print, with a generated key
         self._thread = threading.Thread(target=self._serve, name="api", daemon=True)
 
     @property
@@ -83,6 +87,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(settings: ApiSettings) -> frozenset[str] | None:
+    """Host names served: loopback's and settings.api.allowed_hosts; None (any) on a daemon
+    bound beyond loopback with no allowed_hosts, which the key alone protects."""
+    if not is_loopback(settings.host) and not settings.allowed_hosts:
+        return None
+    return LOOPBACK_NAMES | frozenset(settings.allowed_hosts)
+
+
 def key_of(settings: ApiSettings) -> SecretStr | None:
     """The API key; an empty one (`"${POLLER_API_KEY:-}"` with the variable unset) is none."""
     key = settings.api_key
@@ -114,21 +126,41 @@ def bind(host: str, port: int) -> socket.socket:
 def start_api(daemon: Daemon, config_path: Path) -> ApiServer | None:
     """Serve the API when settings.api.enabled; None when it is off.
 
+    Without settings.api.api_key, a key is generated (kept beside the state database, so
+    it survives restarts) and the server's `page_address` carries it for the operator.
     Raises:
-        ApiStartError: no key on a non-loopback address, or the address cannot be bound.
+        ApiStartError: no key on a non-loopback address, the generated key cannot be
+            kept, or the address cannot be bound.
     """
     settings = daemon.config.settings.api
     if not settings.enabled:
         return None
     check_exposure(settings)
+    configured = key_of(settings)
+    key_file = None
+    if configured is None:
+        key_file = key_path(daemon.config.settings.state_db)
+        try:
+            key = load_or_create_key(key_file)
+        except OSError as err:
+            raise ApiStartError(
+                f"no settings.api.api_key, and the generated key cannot be kept in {key_file} "
+                f"({err.strerror or err}); make its folder writable or set an api_key"
+            ) from None
+        daemon.redactor.add(key)
+    else:
+        key = configured.get_secret_value()
     sock = bind(settings.host, settings.port)
-    server = serve(create_app(daemon, config_path, key_of(settings)), sock)
+    server = serve(create_app(daemon, config_path, key, allowed_hosts(settings)), sock)
+    server.key_file = key_file
+    if key_file is not None:
+        server.page_address = f"{server.url}/ui#key={key}"
     log.info(
-        "API listening on %s (page %s/ui, docs %s/docs)%s",
+        "API listening on %s (page %s/ui, docs %s/docs); key %s",
         server.url,
         server.url,
         server.url,
-        "" if key_of(settings) else "; no api_key: loopback only",
+        "from settings.api.api_key" if key_file is None else f"generated, in {key_file}",
     )
     return server
 

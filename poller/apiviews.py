@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import TypeAdapter
 
@@ -32,6 +29,7 @@ from poller.apimodels import (
     StepCounts,
 )
 from poller.config import Config, Job
+from poller.redaction import Redactor
 from poller.timing import NeverFiresError, blackout_reason, describe, zone_of
 
 if TYPE_CHECKING:
@@ -40,53 +38,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REDACTED = "**********"
 RECENT_RUNS = 12
 """Runs per job in /jobs (the page's bar of recent runs and the job's success rate)."""
 NEXT_FIRES = 3
 TOTALS_TTL_SECONDS = 2.0
 STALL_SECONDS = 90.0
 """The loop wakes at least every 30 s; no tick for this long means it is stuck."""
-_SENSITIVE_KEY = re.compile(
-    r"auth|token|secret|passw|api[-_]?key|cookie|credential|signature|session", re.IGNORECASE
-)
-
-
-class Redactor:
-    """Hides secrets: known secret values anywhere, and values under secret-looking keys."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret containing another is replaced whole.
-        self.secrets = tuple(sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True))
-
-    def text(self, value: str) -> str:
-        for secret in self.secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
-
-    def values(self, value: Any) -> Any:
-        """Replace known secret values inside any JSON-like value."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
-            return {key: self.values(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [self.values(item) for item in value]
-        return value
-
-    def definition(self, value: Any) -> Any:
-        """Like `values`, and also hide whatever sits under a key such as "Authorization"."""
-        if isinstance(value, dict):
-            return {
-                key: REDACTED
-                if _SENSITIVE_KEY.search(str(key)) and isinstance(item, str)
-                else self.definition(item)
-                for key, item in value.items()
-            }
-        if isinstance(value, list):
-            return [self.definition(item) for item in value]
-        return self.values(value)
 
 
 class TotalsCache:
@@ -203,11 +160,10 @@ def job_detail(
     environment = config.environments.get(summary.environment)
     detail = None
     if environment is not None:
-        detail = redactor.definition(environment.model_dump(mode="json"))
-        detail["base_url"] = _without_userinfo(environment.base_url)
+        detail = redactor.value(environment.model_dump(mode="json"))
     return JobDetailOut(
         **summary.model_dump(),
-        definition=redactor.definition(definition),
+        definition=redactor.value(definition),
         environment_detail=detail,
     )
 
@@ -227,7 +183,7 @@ def planned_fires(daemon: Daemon, job_id: str, count: int) -> list[datetime]:
 
 
 def run_out(record: dict[str, Any], redactor: Redactor) -> RunOut:
-    record = redactor.values(record)
+    record = redactor.value(record)
     return RunOut.model_validate({**record, "duration_ms": _duration_ms(record)})
 
 
@@ -308,10 +264,3 @@ def _ms_between(started: datetime | None, finished: datetime | None) -> int | No
 
 def _rate(success: int, failed: int) -> float | None:
     return None if success + failed == 0 else round(success / (success + failed), 4)
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=REDACTED + "@" + parts.netloc.rsplit("@", 1)[1]))

@@ -25,6 +25,7 @@ ends in the RunResult it returns. Semantics beyond the SPEC:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -32,14 +33,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import requests
-
 from poller.chainmodels import HttpEntry, entry_id
 from poller.clock import Clock, SystemClock
 from poller.conditions import evaluate
 from poller.config import Config, Job
 from poller.errors import CallError, ChainError, PollerError
 from poller.logs import RunLogger
+from poller.redaction import Redactor
 from poller.results import (
     RunResult,
     RunStatus,
@@ -53,8 +53,11 @@ from poller.results import (
 )
 from poller.steps import StepRunner
 from poller.timing import blackout_reason, zone_of
+from poller.transport import Session
 
 if TYPE_CHECKING:
+    import requests
+
     from lookup import ClientPool
 
 logger = logging.getLogger(__name__)
@@ -99,6 +102,9 @@ def run_job(
         steps: list[StepResult],
         output: dict[str, Any] | None,
     ) -> RunResult:
+        # The record leaves the process (history, API, stdout): what a platform echoed
+        # back, a token read at login, a URL's password are masked here, once.
+        scrub = clients.redactor
         result = RunResult(
             run_id=run_id,
             job_id=job.id,
@@ -107,9 +113,9 @@ def run_job(
             started_at=started_at,
             finished_at=clock.now(),
             status=status,
-            reason=reason,
-            steps=tuple(steps),
-            output=output,
+            reason=None if reason is None else scrub.text(reason),
+            steps=tuple(redact_step(step, scrub) for step in steps),
+            output=None if output is None else scrub.value(output),
         )
         # One INFO line per run (its start is at DEBUG): a busy daemon's log stays readable.
         log.info(
@@ -146,7 +152,7 @@ def run_job(
             )
         # A session costs time to build; only chains with plain HTTP entries need one.
         has_http = any(isinstance(e, HttpEntry) for step in job.integrationIDs for e in step)
-        session = http_session or (requests.Session() if has_http else None)
+        session = http_session or (Session() if has_http else None)
         try:
             runner = StepRunner(
                 config=config,
@@ -238,6 +244,15 @@ def _run_chain(
         if stop is None and produced:
             data = merged
     return stop, data
+
+
+def redact_step(step: StepResult, redactor: Redactor) -> StepResult:
+    """A step record with secrets masked in its error and reason."""
+    if step.error is None and step.reason is None:
+        return step
+    error = None if step.error is None else redactor.text(step.error)
+    reason = None if step.reason is None else redactor.text(step.reason)
+    return dataclasses.replace(step, error=error, reason=reason)
 
 
 def request_base(job_id: str, scheduled_for: datetime | None) -> bytes:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from typing_extensions import TypeAliasType
 
 from poller.basemodel import Model
+from poller.redaction import is_secret_name, is_secret_parameter, mask_url
 
 FUNCTION_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -129,6 +131,17 @@ class HttpCall(Model):
             raise ValueError("expected an http:// or https:// URL")
         return value
 
+    def secret_values(self) -> list[str]:
+        """Values of secret-named headers and query parameters, and the URL's password."""
+        parts = urlsplit(self.url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        return [
+            *(v for k, v in self.headers.items() if is_secret_name(k) or is_secret_parameter(k)),
+            *(str(v) for k, v in self.params.items() if is_secret_parameter(k) and v is not None),
+            *(v for k, v in query if is_secret_parameter(k)),
+            parts.password or "",
+        ]
+
 
 class HttpEntry(Model):
     http: HttpCall
@@ -187,5 +200,5 @@ def entry_id(entry: IntegrationEntry | HttpEntry | FunctionEntry | str) -> str:
     if isinstance(entry, IntegrationEntry):
         return entry.id
     if isinstance(entry, HttpEntry):
-        return f"http:{entry.http.method.upper()} {entry.http.url.split('?')[0]}"
+        return f"http:{entry.http.method.upper()} {mask_url(entry.http.url.split('?')[0])}"
     return f"function:{entry.function}"

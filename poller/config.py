@@ -6,12 +6,14 @@ locations live in `poller.configfile`. Models are frozen: a loaded config never 
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -24,14 +26,21 @@ from pydantic import (
 )
 
 from poller.basemodel import Model
-from poller.chainmodels import Entry
+from poller.chainmodels import Entry, HttpEntry
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+HOST_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+IPV6_HOST_RE = re.compile(r"^\[[0-9A-Fa-f:.]{2,45}\]$")
+URL_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PUBLIC_HEADERS = frozenset(
+    {"accept", "accept-encoding", "accept-language", "cache-control", "content-type", "user-agent"}
+)
+"""Environment headers whose values are not taken for secrets (every other one's is)."""
 
 
 # --- settings -------------------------------------------------------------------------
@@ -55,8 +64,26 @@ class ApiSettings(Model):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
     api_key: SecretStr | None = Field(
-        None, description='Key required in header X-API-Key; use "${POLLER_API_KEY}".'
+        None,
+        description='Key asked of every data and action request, as X-API-Key or "Authorization: '
+        'Bearer"; use "${POLLER_API_KEY}". Without one the daemon generates one.',
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names served besides loopback's (a reverse proxy's), without port.",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            labels = host.removesuffix(".").split(".")
+            if not IPV6_HOST_RE.match(host) and not all(map(HOST_LABEL_RE.match, labels)):
+                raise ValueError(
+                    f'{host!r}: expected a host name such as "poller.example.com" (no scheme, '
+                    "no port, no path)"
+                )
+        return [host.lower() for host in value]
 
 
 class Settings(Model):
@@ -77,6 +104,17 @@ class Settings(Model):
     api: ApiSettings = Field(default_factory=ApiSettings)
 
     _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
+
+    @field_validator("state_db")
+    @classmethod
+    def _state_db(cls, value: str) -> str:
+        scheme = URL_SCHEME_RE.match(value)
+        if scheme:
+            raise ValueError(
+                f"a {scheme.group(1)}:// URL is not a state store this version supports; "
+                "expected the path of a SQLite file, such as data/poller.db"
+            )
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -150,6 +188,12 @@ class Environment(Model):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError('expected an http:// or https:// URL, e.g. "https://api.example.com"')
         return value.rstrip("/")
+
+
+def basic_credentials(username: str, password: str) -> tuple[str, str]:
+    """The Authorization value of HTTP Basic auth, and its base64 part (both secrets)."""
+    encoded = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return "Basic " + encoded, encoded
 
 
 # --- jobs -----------------------------------------------------------------------------
@@ -368,14 +412,32 @@ class Config(Model):
         return job.schedule(self.settings.timezone)
 
     def secret_values(self) -> list[str]:
-        """Every secret in the config (passwords, keys), for log redaction."""
+        """Every secret the config holds or implies, for poller.redaction: the API key, auth
+        passwords and keys with the Basic header they make, environment header values (but
+        for plainly public ones such as Accept), and in `http` entries the values of
+        secret-named headers and query parameters and a URL's password."""
         secrets = [self.settings.api.api_key] if self.settings.api.api_key else []
+        values: list[str] = []
         for environment in self.environments.values():
+            auth = environment.auth
             for name in ("password", "value"):
-                value = getattr(environment.auth, name, None)
+                value = getattr(auth, name, None)
                 if isinstance(value, SecretStr):
                     secrets.append(value)
-        return [secret.get_secret_value() for secret in secrets]
+            if isinstance(auth, BasicAuth):
+                values.extend(basic_credentials(auth.username, auth.password.get_secret_value()))
+            values.extend(
+                value
+                for name, value in environment.headers.items()
+                if name.lower() not in PUBLIC_HEADERS
+            )
+            values.append(urlsplit(environment.base_url).password or "")
+        for job in self.jobs:
+            for step in job.integrationIDs:
+                for entry in step:
+                    if isinstance(entry, HttpEntry):
+                        values.extend(entry.http.secret_values())
+        return [secret.get_secret_value() for secret in secrets] + [v for v in values if v]
 
     def environment_name(self, job: Job) -> str:
         """The environment a job's integration steps use (SPEC §3 default rule)."""

@@ -22,6 +22,7 @@ from poller.clock import Clock
 from poller.config import Config, Job, Schedule
 from poller.history import HistoryStore, JobState
 from poller.pool import WorkerPool
+from poller.redaction import Redactor
 from poller.results import RunResult, Trigger, new_run_id, skipped_result, started_result
 from poller.scheduling import FireJob, HeapScheduler
 from poller.timing import NeverFiresError, fires_between, next_fire
@@ -88,13 +89,15 @@ class Daemon:
         store: HistoryStore,
         clock: Clock,
         run_chain: RunChain = chain.run_job,
+        redactor: Redactor | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.clock = clock
         self.run_chain = run_chain
+        self.redactor = redactor or Redactor(config.secret_values())
         self.scheduler = HeapScheduler(clock)
-        self.clients = ClientPool(config.environments)
+        self.clients = ClientPool(config.environments, redactor=self.redactor)
         self.pool = WorkerPool(config.settings.max_workers, thread_name_prefix="run")
         self._inflight: dict[str, int] = {}
         self._idle = threading.Condition(threading.Lock())
@@ -141,8 +144,9 @@ class Daemon:
         added = tuple(job_id for job_id in new if job_id not in old)
         changed = tuple(job_id for job_id in new if job_id in old and old[job_id] != new[job_id])
         removed = tuple(job_id for job_id in old if job_id not in new)
+        self.redactor.configure(config.secret_values())
         if config.environments != self.config.environments:
-            self.clients = ClientPool(config.environments)
+            self.clients = ClientPool(config.environments, redactor=self.redactor)
         for setting in ("max_workers", "state_db", "log_file", "log_format", "api"):
             if getattr(config.settings, setting) != getattr(self.config.settings, setting):
                 log.warning(

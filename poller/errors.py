@@ -6,7 +6,10 @@ Each exception builds its message from its fields, so callers never format error
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+
+from poller.redaction import MASK, Redactor, is_secret_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +33,7 @@ class Problem:
                 where += f":{self.column}"
         subject = f"{self.path}: " if self.path else ""
         if self.has_value:
-            subject += f"{_short(self.value)} is not valid; "
+            subject += f"{_shown(self.path, self.value)} is not valid; "
         return f"{where}: {subject}{self.expected}"
 
     def as_dict(self) -> dict[str, object]:
@@ -44,8 +47,14 @@ class Problem:
         }
 
 
-def _short(value: object, limit: int = 60) -> str:
-    text = json.dumps(value, default=str, ensure_ascii=False)
+def _shown(path: str, value: object, limit: int = 60) -> str:
+    """The bad value as an error shows it: short, and masked where it may be a secret (a
+    password's place, a header, a URL's credentials), before it is cut."""
+    parts = [part for part in re.split(r"[.\[\]]+", path) if part]
+    last = parts[-1] if parts else ""
+    if is_secret_name(last) or "headers" in parts or (last == "value" and "auth" in parts):
+        return MASK
+    text = json.dumps(Redactor().value(value), default=str, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from poller.filemodes import make_private
+
 CLAIM_SQL = (
     "INSERT INTO fires VALUES (?1, ?2) ON CONFLICT (job_id) "
     "DO UPDATE SET last_fire = excluded.last_fire WHERE last_fire < excluded.last_fire"
@@ -35,6 +37,7 @@ class FireLedger:
         self.path = path
         self._lock = threading.RLock()
         self._claims: int | None = None  # claims in the current transaction() block
+        make_private(path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
         self._db.execute("PRAGMA journal_mode=WAL")

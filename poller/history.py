@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from poller.errors import PollerError
+from poller.filemodes import make_private
 from poller.fires import FireLedger, ledger_path
 from poller.recordqueue import Recordable, RecordQueue
 
@@ -95,6 +96,7 @@ class HistoryStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(self.path)
         self._lock = threading.RLock()
         self._in_transaction = False
         self._lock_file: IO[str] | None = None
@@ -115,6 +117,7 @@ class HistoryStore:
     def acquire_daemon_lock(self) -> None:
         """Hold an exclusive lock for this process's life; raise if another daemon has it."""
         lock_path = self.path.with_name(self.path.name + ".lock")
+        make_private(lock_path)
         handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held until exit
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

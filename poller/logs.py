@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, MutableMapping
+from collections.abc import MutableMapping
 from logging.handlers import TimedRotatingFileHandler
 from pathlib import Path
 from typing import Any
 
+from poller import filemodes
+from poller.redaction import Redactor
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [job=%(job_id)s run=%(run_id)s] %(message)s"
-REDACTED = "***"
 
 
 class RunLogger(logging.LoggerAdapter[logging.Logger]):
@@ -44,29 +47,28 @@ class ContextFilter(logging.Filter):
 
 
 class RedactFilter(logging.Filter):
-    """Replaces known secret values in the rendered message (and exception text)."""
+    """Masks secrets in the rendered message and exception text (poller.redaction)."""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, redactor: Redactor) -> None:
         super().__init__()
-        self.secrets: tuple[str, ...] = ()
-        self.update(secrets)
-
-    def update(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret containing another is replaced whole.
-        self.secrets = tuple(sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True))
+        self.redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        for secret in self.secrets:
-            message = message.replace(secret, REDACTED)
-            if record.exc_text:
-                record.exc_text = record.exc_text.replace(secret, REDACTED)
-        record.msg, record.args = message, None
+        if record.exc_text:
+            record.exc_text = self.redactor.text(record.exc_text)
+        record.msg, record.args = self.redactor.text(record.getMessage()), None
         return True
+
+
+class LogFile(TimedRotatingFileHandler):
+    """The daily-rotated log file, created (and kept) readable by owner and group only."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, filemodes.LOG)
+        os.fchmod(fd, filemodes.LOG)  # a file made by an older Poller, or under another umask
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 class RateLimitFilter(logging.Filter):
@@ -127,9 +129,9 @@ def setup_logging(
     level: str = "INFO",
     keep_days: int = 14,
     stderr: bool = True,
-    secrets: Iterable[str] = (),
-) -> RedactFilter:
-    """Configure the root logger; returns the redaction filter so reloads can update it."""
+    redactor: Redactor | None = None,
+) -> None:
+    """Configure the root logger; every line goes through `redactor` (reloads configure it)."""
     # No format here shows a thread, process or source line; not collecting them saves
     # a few microseconds per line (the logging HOWTO's "Optimization").
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
@@ -142,19 +144,17 @@ def setup_logging(
     formatter: logging.Formatter = (
         JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
-    redact = RedactFilter(secrets)
+    redact = RedactFilter(redactor or Redactor())
     handlers: list[logging.Handler] = []
     if log_file is not None:
         path = Path(log_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(
-            TimedRotatingFileHandler(path, when="midnight", backupCount=keep_days, encoding="utf-8")
-        )
+        handlers.append(LogFile(path, when="midnight", backupCount=keep_days, encoding="utf-8"))
     if stderr:
         handlers.append(logging.StreamHandler(sys.stderr))
     for handler in handlers:
         handler.setFormatter(formatter)
-        for log_filter in (ContextFilter(), redact, RateLimitFilter()):
+        # Rate limiting keys on a line's template, so it comes before redaction renders it.
+        for log_filter in (ContextFilter(), RateLimitFilter(), redact):
             handler.addFilter(log_filter)
         root.addHandler(handler)
-    return redact

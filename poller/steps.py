@@ -9,7 +9,8 @@ Choices:
   not sent (use an integration or a function entry to forward data). The output is the
   response JSON object; a JSON array or scalar becomes {"data": ...}, a non-JSON body
   {"text": ...}.
-- function: `"module:callable"` is imported with the config folder at the front of
+- function: `"module:callable"` is imported from the config folder only (a module that
+  lives anywhere else, such as `os`, is refused), with that folder at the front of
   sys.path for the duration of the import only (put sibling imports at module top level);
   modules are cached by name in sys.modules, so names are process-wide and a changed module
   is picked up only after a restart. The callable gets a copy of the input (with the entry's
@@ -33,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from lookup import ClientPool
 
 _IMPORT_LOCK = threading.Lock()  # sys.path edits and first imports happen one at a time
+_FROM_FOLDER: set[tuple[str, Path]] = set()  # modules found to live in that config folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,7 @@ class StepRunner:
             timeout_seconds=call.timeout_seconds,
             request_id=request_id,
             deadline=deadline,
+            redactor=self.clients.redactor,
         )
         return EntryOutput(dict(result.output), result.attempts)
 
@@ -186,34 +190,47 @@ class StepRunner:
 
 
 def load_function(ref: str, base_dir: Path, job_id: str = "-") -> Callable[..., Any]:
-    """Import `"module:callable"` from `base_dir` (or anywhere on sys.path).
+    """Import `"module:callable"` from `base_dir`, and only from there.
 
+    A module found anywhere else on sys.path (the standard library, site-packages) is
+    refused: a config, or an edit through the API, must not reach `os:system` or
+    `subprocess:run`.
     Raises:
-        ChainError: the module cannot be imported or has no such callable.
+        ChainError: the module is not in `base_dir`, cannot be imported, or has no such
+            callable.
     """
     module_name, _, attr = ref.partition(":")
+    folder = base_dir.resolve()
     module = sys.modules.get(module_name)
-    if module is None:
+    if module is None or (module_name, folder) not in _FROM_FOLDER:
         with _IMPORT_LOCK:
-            module = _import(module_name, ref, base_dir, job_id)
+            module = _import(module_name, ref, folder, job_id)
+            _FROM_FOLDER.add((module_name, folder))
     function = getattr(module, attr, None)
     if not callable(function):
         raise ChainError(job_id, f"function {ref}: module {module_name} has no callable {attr!r}")
     return function  # type: ignore[no-any-return]
 
 
-def _import(module_name: str, ref: str, base_dir: Path, job_id: str) -> Any:
-    folder = str(base_dir)
-    added = folder not in sys.path
+def _import(module_name: str, ref: str, folder: Path, job_id: str) -> Any:
+    top = module_name.partition(".")[0]
+    cannot = f"function {ref}: cannot import {module_name} from {folder}"
+    if top not in sys.modules and PathFinder.find_spec(top, [str(folder)]) is None:
+        raise ChainError(job_id, f"{cannot} (no module {top} there)")
+    added = str(folder) not in sys.path
     if added:
-        sys.path.insert(0, folder)
+        sys.path.insert(0, str(folder))
     try:
         importlib.invalidate_caches()
-        return importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ChainError(
-            job_id, f"function {ref}: cannot import {module_name} from {folder} ({err})"
-        ) from None
+        raise ChainError(job_id, f"{cannot} ({err})") from None
     finally:
-        if added and folder in sys.path:
-            sys.path.remove(folder)
+        if added and str(folder) in sys.path:
+            sys.path.remove(str(folder))
+    file: str | None = getattr(module, "__file__", None)
+    places = [file] if file else list(getattr(module, "__path__", []))  # or a namespace package
+    if not places or not all(Path(place).resolve().is_relative_to(folder) for place in places):
+        where = f"it is {places[0]}" if places else "it is built in"
+        raise ChainError(job_id, f"{cannot}: {where}; functions come from the config's folder only")
+    return module

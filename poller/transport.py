@@ -1,16 +1,16 @@
 """One HTTP exchange and the retry loop around it, shared by the platform client and plain calls.
 
 Translates every requests exception into an AttemptError and, once retries are spent, into
-a CallError; builds secret-free body excerpts. Auth and URLs are lookup.py's business.
+a CallError; builds secret-free body excerpts; sends no credential across a redirect to
+another host. Auth and URLs are lookup.py's business.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,14 +18,50 @@ import requests
 
 from poller.clock import Clock
 from poller.errors import CallError
+from poller.redaction import Redactor
 from poller.retry import RetryPolicy, is_retryable_status, retry_after_seconds, retry_delay
 
 log = logging.getLogger(__name__)
 
 EXCERPT_CHARS = 200
-REDACTED = "***"
-# Header and query names whose values are treated as credentials and redacted.
-SENSITIVE_NAME_RE = re.compile(r"auth|cookie|key|token|secret|pass|signature|session", re.I)
+KEPT_ON_REDIRECT = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "connection",
+        "content-length",
+        "content-type",
+        "idempotency-key",
+        "transfer-encoding",
+        "user-agent",
+        "x-request-id",
+    }
+)
+"""The only headers a redirect to another host still carries: none can be a credential."""
+
+
+class Session(requests.Session):
+    """A requests.Session that sends no configured header or cookie to another host.
+
+    requests strips only `Authorization` when a redirect changes host; an api-key header,
+    an environment's `headers` and cookies would follow it. Here every header but those in
+    KEPT_ON_REDIRECT is dropped then (a same-host redirect, or http to https on the same
+    host, keeps them all).
+    """
+
+    def rebuild_auth(
+        self, prepared_request: requests.PreparedRequest, response: requests.Response
+    ) -> None:
+        # types-requests leaves these two hooks unannotated; here they get their types.
+        rebuild: Callable[[requests.PreparedRequest, requests.Response], None] = (
+            super().rebuild_auth
+        )
+        is_other_host: Callable[[str, str], bool] = self.should_strip_auth
+        rebuild(prepared_request, response)
+        if is_other_host(response.request.url or "", prepared_request.url or ""):
+            for name in list(prepared_request.headers):
+                if name.lower() not in KEPT_ON_REDIRECT:
+                    del prepared_request.headers[name]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,29 +166,15 @@ def _root_cause(err: BaseException) -> str:
     return type(current).__name__
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret (3 characters or more) replaced, longest first."""
-    for secret in sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def excerpt(content: bytes, secrets: Iterable[str]) -> str:
+def excerpt(content: bytes, redactor: Redactor) -> str:
     """A short one-line, secret-free excerpt of a response body for errors."""
-    secrets = list(secrets)
-    longest = max((len(s) for s in secrets), default=0)
     # Redact before cutting, so the cut cannot leave the start of a secret behind.
-    text = content[: 4 * (EXCERPT_CHARS + longest)].decode("utf-8", errors="replace")
-    text = " ".join(redact(text, secrets).split())
+    text = content[: 16 * EXCERPT_CHARS].decode("utf-8", errors="replace")
+    text = " ".join(redactor.text(text).split())
     return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
 
 
-def sensitive_values(values: Mapping[str, Any]) -> list[str]:
-    """The values of headers or parameters whose names suggest a credential."""
-    return [str(v) for k, v in values.items() if SENSITIVE_NAME_RE.search(k) and v is not None]
-
-
-def check_status(answer: Answer, secrets: Iterable[str], clock: Clock) -> None:
+def check_status(answer: Answer, redactor: Redactor, clock: Clock) -> None:
     """Raise an AttemptError for any non-2xx answer: retryable for 429 and 5xx only."""
     if 200 <= answer.status < 300:
         return
@@ -160,7 +182,7 @@ def check_status(answer: Answer, secrets: Iterable[str], clock: Clock) -> None:
     raise AttemptError(
         answer.phrase or "error",
         status=answer.status,
-        excerpt=excerpt(answer.content, secrets),
+        excerpt=excerpt(answer.content, redactor),
         retryable=retryable,
         retry_after=(
             retry_after_seconds(answer.headers.get("Retry-After"), clock.now())

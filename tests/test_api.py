@@ -375,13 +375,26 @@ def test_every_endpoint_but_health_needs_the_key(api: ApiDaemon, method: str, pa
     url = api.url + path
     missing = requests.request(method, url, json={}, timeout=10)
     assert missing.status_code == 401, missing.text
-    assert missing.json()["detail"] == "missing X-API-Key header"
+    assert missing.json()["detail"] == (
+        "this endpoint needs the API key: send it as X-API-Key or Authorization: Bearer"
+    )
     wrong = requests.request(method, url, json={}, headers={"X-API-Key": "wrong"}, timeout=10)
     assert wrong.status_code == 403
+    bearer = {"Authorization": "Bearer wrong"}
+    assert requests.request(method, url, json={}, headers=bearer, timeout=10).status_code == 403
 
 
 @pytest.mark.parametrize(
-    "path", ["/health", "/ui", "/docs", "/docs/assets/swagger-ui-bundle.js", "/openapi.json"]
+    "path",
+    [
+        "/health",
+        "/ui",
+        "/ui/assets/page.js",
+        "/ui/assets/page.css",
+        "/docs",
+        "/docs/assets/swagger-ui-bundle.js",
+        "/openapi.json",
+    ],
 )
 def test_open_pages_need_no_key(api: ApiDaemon, path: str) -> None:
     assert requests.get(api.url + path, timeout=10).status_code == 200
@@ -414,17 +427,11 @@ def test_secrets_never_appear_in_responses(api: ApiDaemon) -> None:
         assert not [text for text in texts if secret in text], secret
 
 
-def test_without_a_key_the_api_is_open_on_loopback(tmp_path: Path) -> None:
-    config = {
-        "settings": {"api": api_settings(key=None)},
-        "jobs": [{"id": "t", "every": "1h", "integrationIDs": [[{"function": "steps:tick"}]]}],
-    }
-    running = start_api_daemon(tmp_path, config, key=None)
-    try:
-        assert requests.get(running.url + "/status", timeout=10).status_code == 200
-        assert "no api_key: loopback only" in running.daemon.log()
-    finally:
-        running.daemon.stop()
+def test_the_key_is_also_taken_as_a_bearer_token(api: ApiDaemon) -> None:
+    # What Prometheus sends with `authorization: {credentials: KEY}`.
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    response = requests.get(api.url + "/metrics", headers=headers, timeout=10)
+    assert response.status_code == 200 and "poller_jobs" in response.text
 
 
 def refused_start(folder: Path, api: dict[str, Any]) -> subprocess.CompletedProcess[str]:
@@ -467,7 +474,7 @@ def test_health_is_503_when_the_loop_stalls_or_the_pool_is_gone(
     config_path.write_text('{"jobs": []}')
     store = HistoryStore(tmp_path / "poller.db")
     daemon = Daemon(load_config(config_path), store, fake_clock)
-    server = serve(create_app(daemon, config_path, api_key=None), bind("127.0.0.1", 0))
+    server = serve(create_app(daemon, config_path, "key", None), bind("127.0.0.1", 0))
     try:
         assert requests.get(server.url + "/health", timeout=10).json()["status"] == "ok"
         fake_clock.advance(STALL_SECONDS + 1)
@@ -478,7 +485,8 @@ def test_health_is_503_when_the_loop_stalls_or_the_pool_is_gone(
         daemon.stop(0)
         stopped = requests.get(server.url + "/health", timeout=10)
         assert stopped.status_code == 503 and stopped.json()["status"] == "stopped"
-        status = requests.get(server.url + "/status", timeout=10).json()
+        key = {"X-API-Key": "key"}
+        status = requests.get(server.url + "/status", headers=key, timeout=10).json()
         assert status["scheduler_running"] is False
     finally:
         server.stop()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from poller.logs import RateLimitFilter, RunLogger, setup_logging
+from poller.redaction import MASK, Redactor
 from tests.daemonproc import DaemonProcess, config_with
 from tests.platform import PlatformServer, always
 
@@ -26,16 +27,33 @@ def log_file(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_secrets_are_redacted_in_messages_and_tracebacks(log_file: Path) -> None:
-    setup_logging(log_file, stderr=False, secrets=[SECRET])
+    redactor = Redactor([SECRET])
+    setup_logging(log_file, stderr=False, redactor=redactor)
     log = logging.getLogger("poller.test")
     log.info("logging in with %s", SECRET)
     try:
         raise ValueError(f"bad password {SECRET}")
     except ValueError:
         log.exception("login failed")
+    redactor.add("token-learnt-at-run-time")
+    log.info("calling http://svc:pw-in-url@host/x?token=%s&page=2", "token-learnt-at-run-time")
     text = log_file.read_text()
-    assert SECRET not in text
-    assert "logging in with ***" in text and "bad password ***" in text
+    assert SECRET not in text and "pw-in-url" not in text and "learnt" not in text
+    assert f"logging in with {MASK}" in text and f"bad password {MASK}" in text
+    assert f"calling http://{MASK}@host/x?token={MASK}&page=2" in text
+
+
+def test_log_files_are_readable_by_owner_and_group_only(log_file: Path) -> None:
+    log_file.parent.mkdir()
+    log_file.write_text("an older Poller's line\n")
+    log_file.chmod(0o644)
+    setup_logging(log_file, stderr=False)
+    logging.getLogger("poller.test").info("a line")
+    assert log_file.stat().st_mode & 0o777 == 0o640
+    fresh = log_file.with_name("fresh.log")
+    setup_logging(fresh, stderr=False)
+    logging.getLogger("poller.test").info("a line")
+    assert fresh.stat().st_mode & 0o777 == 0o640
 
 
 def test_run_lines_carry_job_and_run_ids(log_file: Path) -> None:

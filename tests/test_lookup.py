@@ -19,6 +19,7 @@ import requests
 from lookup import ClientPool, PlatformClient, http_call
 from poller.config import Environment
 from poller.errors import CallError
+from poller.redaction import Redactor
 from poller.transport import excerpt
 from tests.conftest import FakeClock
 from tests.platform import (
@@ -445,7 +446,7 @@ def test_credentials_never_reach_logs_or_errors(
 def test_excerpts_are_short_single_lines_redacted_before_cutting() -> None:
     secret = "s3cr3t-value-0123456789"
     body = ("x" * 190 + secret + "\n\n tail").encode()
-    text = excerpt(body, [secret])
+    text = excerpt(body, Redactor([secret]))
     assert secret[:5] not in text
     assert len(text) <= 200
     assert "\n" not in text

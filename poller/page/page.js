@@ -1,108 +1,3 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Poller</title>
-<style>
-  :root { --ok: #1a7f37; --bad: #cf222e; --skip: #9a6700; --run: #0969da; --int: #8250df;
-          --line: #d0d7de; --muted: #57606a; --bg: #f6f8fa; }
-  * { box-sizing: border-box; }
-  body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
-         color: #1f2328; background: #fff; }
-  header { display: flex; align-items: center; gap: 24px; padding: 10px 20px;
-           background: #24292f; color: #fff; }
-  header h1 { font-size: 18px; margin: 0; }
-  header .facts { display: flex; gap: 18px; flex-wrap: wrap; font-size: 13px; color: #d0d7de; }
-  header .facts b { color: #fff; font-weight: 600; }
-  header .right { margin-left: auto; font-size: 12px; color: #afb8c1; }
-  main { padding: 16px 20px; }
-  table { border-collapse: collapse; width: 100%; }
-  th, td { text-align: left; padding: 7px 10px; border-bottom: 1px solid var(--line);
-           vertical-align: middle; }
-  th { font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted);
-       background: var(--bg); }
-  tr.job { cursor: pointer; }
-  tr.job:hover { background: #f6f8fa; }
-  tr.job.selected { background: #ddf4ff; }
-  tr.job.paused td:not(.actions) { opacity: .45; }
-  tr.job.paused .state::after { content: " paused"; font-size: 11px; color: var(--muted); }
-  .small { font-size: 12px; color: var(--muted); }
-  .dot { display: inline-block; width: 10px; height: 10px; border-radius: 50%;
-         background: var(--ok); }
-  .paused .dot { background: #8c959f; }
-  .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
-           font-weight: 600; color: #fff; background: #8c959f; }
-  .s-success { background: var(--ok); } .s-failed { background: var(--bad); }
-  .s-skipped { background: var(--skip); } .s-running { background: var(--run); }
-  .s-interrupted { background: var(--int); }
-  .bars { display: flex; align-items: flex-end; gap: 2px; height: 22px; }
-  .bars span { width: 6px; height: 100%; border-radius: 1px; background: #8c959f; }
-  .bars .s-success { background: var(--ok); } .bars .s-failed { background: var(--bad); }
-  .bars .s-running { background: var(--run); } .bars .s-interrupted { background: var(--int); }
-  .bars .s-skipped { background: var(--skip); height: 50%; }
-  button { font: inherit; font-size: 12px; padding: 3px 10px; border-radius: 6px;
-           border: 1px solid var(--line); background: #f6f8fa; cursor: pointer; }
-  button:hover { background: #eaeef2; }
-  button.run-now { border-color: #1a7f37; color: #1a7f37; }
-  .actions { white-space: nowrap; }
-  .actions button + button { margin-left: 6px; }
-  section#detail { margin-top: 22px; }
-  section#detail h2 { font-size: 16px; margin: 0 0 8px; }
-  .run { border: 1px solid var(--line); border-radius: 8px; margin-bottom: 10px; }
-  .run .head { display: flex; gap: 14px; align-items: center; padding: 7px 12px;
-               background: var(--bg); border-radius: 8px 8px 0 0; flex-wrap: wrap; }
-  .run .reason { color: var(--bad); }
-  .run table td, .run table th { padding: 4px 12px; font-size: 13px; }
-  .run table tr:last-child td { border-bottom: 0; }
-  .error { color: var(--bad); font-family: ui-monospace, monospace; font-size: 12px;
-           white-space: pre-wrap; word-break: break-word; }
-  #toast { position: fixed; right: 20px; bottom: 20px; padding: 10px 14px; border-radius: 8px;
-           background: #24292f; color: #fff; display: none; max-width: 420px; }
-  #toast.bad { background: var(--bad); }
-  #keyform { display: none; max-width: 420px; margin: 40px auto; padding: 20px;
-             border: 1px solid var(--line); border-radius: 8px; }
-  #keyform input { width: 100%; padding: 6px 8px; margin: 8px 0; font: inherit; }
-  .empty { color: var(--muted); padding: 20px 0; }
-  .pager { display: flex; gap: 12px; align-items: center; padding: 10px 0; }
-</style>
-</head>
-<body>
-<header>
-  <h1>Poller</h1>
-  <div class="facts" id="facts"><span>loading…</span></div>
-  <div class="right" id="updated"></div>
-</header>
-<main>
-  <form id="keyform">
-    <b>This Poller asks for its API key.</b>
-    <div class="small">It is kept in this browser tab only and sent as X-API-Key.</div>
-    <input id="key" type="password" autocomplete="off" placeholder="API key">
-    <button type="submit">Use key</button>
-    <div class="error" id="keyerror"></div>
-  </form>
-  <div id="content">
-    <div class="pager" id="pager" hidden>
-      <button id="prev" type="button">‹ Previous</button>
-      <span id="pageinfo"></span>
-      <button id="next" type="button">Next ›</button>
-    </div>
-    <table id="jobs">
-      <thead><tr>
-        <th></th><th>Job</th><th>Schedule</th><th>Next fire</th><th>Last run</th>
-        <th>Recent runs</th><th>Success</th><th></th>
-      </tr></thead>
-      <tbody></tbody>
-    </table>
-    <div class="empty" id="nojobs" hidden>No jobs in the config.</div>
-    <section id="detail" hidden>
-      <h2 id="detail-title"></h2>
-      <div id="runs"></div>
-    </section>
-  </div>
-</main>
-<div id="toast"></div>
-<script>
 "use strict";
 const REFRESH_MS = 5000;
 const KEY_STORE = "poller-api-key";
@@ -310,6 +205,16 @@ async function act(event, action, jobId) {
   refresh();
 }
 
+// The address the daemon prints at start carries the key in its fragment (#key=...), which
+// the browser never sends: take it into the tab and out of the address bar and history.
+function keyFromAddress() {
+  const given = new URLSearchParams(location.hash.slice(1)).get("key");
+  if (!given) return;
+  sessionStorage.setItem(KEY_STORE, given);
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+keyFromAddress();
 document.getElementById("prev").addEventListener("click", () => turn(-1));
 document.getElementById("next").addEventListener("click", () => turn(1));
 document.getElementById("keyform").addEventListener("submit", event => {
@@ -318,6 +223,3 @@ document.getElementById("keyform").addEventListener("submit", event => {
   refresh();
 });
 refresh();
-</script>
-</body>
-</html>
