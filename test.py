@@ -7,7 +7,9 @@ secrets; function entries are small modules written into tmp_path.
 from __future__ import annotations
 
 import json
+import json.decoder
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -373,6 +375,28 @@ def test_an_unimportable_module_fails_the_run(platform: PlatformServer, tmp_path
         f"function no_such_module_here:run: cannot import no_such_module_here from {tmp_path}"
     )
     assert str(tmp_path) not in sys.path
+
+
+@pytest.mark.parametrize(
+    ("ref", "why"),
+    [
+        ("os:getcwd", "it is " + os.__file__),
+        ("json.decoder:scanstring", "it is " + json.decoder.__file__),
+        ("sys:exit", "it is built in"),
+    ],
+)
+def test_functions_come_from_the_config_folder_only(
+    platform: PlatformServer, tmp_path: Path, ref: str, why: str
+) -> None:
+    # Anything importable on sys.path was callable: a config (or an edit through the API)
+    # could reach the standard library and every installed package.
+    result = run(event(platform, tmp_path, [[{"function": ref}]], job={"environment": None}))
+    module = ref.partition(":")[0]
+    assert result["status"] == "failed"
+    assert result["reason"] == (
+        f"function {ref}: cannot import {module} from {tmp_path}: {why}; "
+        "functions come from the config's folder only"
+    )
 
 
 def test_an_undefined_environment_fails_the_run(platform: PlatformServer, tmp_path: Path) -> None:

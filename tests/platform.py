@@ -13,7 +13,8 @@ Endpoints (HTTP/1.1, keep-alive, JSON unless said otherwise):
 - `ANY /integrations/{id}/execute`: answers {"integration_id": id, "input": <JSON body>,
   "count": n}, n counting the requests for that id (1-based). Credentials presented (session
   cookie, `Authorization: Bearer`/`Basic`, `X-API-Key`) must be valid, else 401; a request
-  without any passes unless `require_auth` is set.
+  without any passes unless `require_auth` is set. With `echo_headers` the answer also has
+  "headers": every request header, credentials included (a platform that lies or leaks).
 - `ANY /echo`: {"method", "path", "query", "json"} of the request (no auth check).
 - `ANY /json/...`: the document registered with `serve_json(path, value, status)`, else 404.
 - `GET /text?body=...`: that text (default "hello") as text/plain.
@@ -195,8 +196,10 @@ class PlatformServer:
         token_ttl_seconds: float = 3600,
         token_field: str = "token",
         require_auth: bool = False,
+        echo_headers: bool = False,
     ) -> None:
         self.username = username
+        self.echo_headers = echo_headers
         self.password = password
         self.api_key = api_key
         self.token_ttl_seconds = token_ttl_seconds
@@ -271,6 +274,11 @@ class PlatformServer:
         with self._lock:
             queue = self._state.scripts.setdefault(key, [])
             queue.extend([b, b.times] for b in behaviours)
+
+    def issued(self) -> set[str]:
+        """Every session cookie value and bearer token handed out so far."""
+        with self._lock:
+            return self._state.sessions | self._state.tokens
 
     def serve_json(self, path: str, value: Any, status: int = 200) -> None:
         """Answer requests to `path` (under /json/) with `value`."""
@@ -461,6 +469,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(401, {"error": "unauthorized"})
                 return
             echo = {"integration_id": request.integration_id, "input": request.body}
+            if platform.echo_headers:  # a platform that gives back what it was sent
+                echo["headers"] = dict(request.headers)
             self._send_json(200, {**echo, "count": count})
         elif path == "/echo":
             echo = {"method": request.method, "path": path, "query": request.query}
