@@ -200,12 +200,11 @@ def load_function(ref: str, base_dir: Path, job_id: str = "-") -> Callable[..., 
             callable.
     """
     module_name, _, attr = ref.partition(":")
-    folder = base_dir.resolve()
     module = sys.modules.get(module_name)
-    if module is None or (module_name, folder) not in _FROM_FOLDER:
+    if module is None or (module_name, base_dir) not in _FROM_FOLDER:
         with _IMPORT_LOCK:
-            module = _import(module_name, ref, folder, job_id)
-            _FROM_FOLDER.add((module_name, folder))
+            module = _import(module_name, ref, base_dir.resolve(), job_id)
+            _FROM_FOLDER.add((module_name, base_dir))
     function = getattr(module, attr, None)
     if not callable(function):
         raise ChainError(job_id, f"function {ref}: module {module_name} has no callable {attr!r}")
