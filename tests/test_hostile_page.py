@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import stat
 import threading
@@ -21,13 +20,13 @@ from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from tests.apiproc import ApiDaemon, api_settings, start_api_daemon
 from tests.daemonproc import tick_job, wait_until
-from tests.test_ui import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
+from tests.test_ui import EVIL, WAIT_MS, browser
 
-EVIL = "evil.test"  # resolved by Chromium to the daemon's address (--host-resolver-rules)
+__all__ = ["browser"]  # the fixture, shared with the page tests
 _PRINTED = re.compile(r"open (http://\S+/ui#key=(\S+))")
 
 
@@ -65,20 +64,6 @@ class HostileSite:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    args = [*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {EVIL} 127.0.0.1"]
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

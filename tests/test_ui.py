@@ -14,7 +14,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.apiproc import API_KEY, ApiDaemon, api_settings, start_api_daemon
 
 CHROMIUM = Path("/usr/bin/chromium")
+EVIL = "evil.test"
+"""A name Chromium resolves to the daemon's address: DNS rebinding (tests/test_hostile_page.py)."""
 CHROMIUM_ARGS = [
+    f"--host-resolver-rules=MAP {EVIL} 127.0.0.1",
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
