@@ -160,7 +160,11 @@ def _run_daemon(config_path: Path) -> int:
         if watcher.pending.is_set() or hangup.is_set():
             forced = hangup.is_set()
             hangup.clear()
-            reload_config(daemon, reloader, config_path, forced)
+            try:
+                reload_config(daemon, reloader, config_path, forced)
+            except Exception:  # the reload boundary: a reload never ends the daemon
+                log.exception("reload of %s failed; keeping the last good config", config_path)
+                daemon.count_reload(applied=False)
         with daemon.store.fires().transaction():  # one commit for the fires of this wake
             daemon.scheduler.run_pending()
         if now - pruned_at >= PRUNE_EVERY:

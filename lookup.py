@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
+from poller.chainmodels import MAX_RESPONSE_BYTES
 from poller.clock import Clock, SystemClock
 from poller.config import (
     PUBLIC_HEADERS,
@@ -134,6 +135,7 @@ class _Login:
             headers=self._environment.headers,
             json_body=credentials,
             timeout=timeout,
+            max_bytes=self._environment.max_response_bytes,
         )
         try:
             check_status(answer, self.redactor, self._clock)
@@ -240,6 +242,7 @@ class PlatformClient:
                 headers=headers,
                 json_body=payload,
                 timeout=timeout,
+                max_bytes=env.max_response_bytes,
             )
             if answer.status == 401 and self._login.logs_in:
                 raise AttemptError(
@@ -325,6 +328,7 @@ def http_call(
     retries: int = 2,
     backoff_seconds: float = 1.0,
     backoff_max_seconds: float = 30.0,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
     deadline: float | None = None,
     clock: Clock | None = None,
     redactor: Redactor | None = None,
@@ -356,6 +360,7 @@ def http_call(
             params=params,
             json_body=json_body,
             timeout=timeout,
+            max_bytes=max_response_bytes,
         )
         check_status(answer, redactor, the_clock)
         return answer.status, _plain_output(answer)

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from poller.apimodels import ErrorOut, ProblemOut
 from poller.config import Job
 from poller.errors import Problem
+from poller.jsondepth import MAX_DEPTH, too_deep_at
 
 
 class SharedResponses:
@@ -75,6 +76,11 @@ def install(app: FastAPI, max_body_bytes: int) -> None:
 async def job_body(request: Request) -> dict[str, Any]:
     """The request body as a JSON object; anything else is a 422 naming what is wrong."""
     raw = await request.body()
+    text = raw.decode("utf-8", errors="replace")
+    deep = too_deep_at(text)
+    if deep is not None:
+        expected = f"nested more than {MAX_DEPTH} levels deep (at character {deep})"
+        raise ProblemError(422, "invalid request", (Problem("request", "body", expected),))
     try:
         body = json.loads(raw)
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError alike

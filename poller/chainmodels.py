@@ -15,6 +15,8 @@ from typing_extensions import TypeAliasType
 from poller.basemodel import Model
 from poller.redaction import is_secret_name, is_secret_parameter, mask_url
 
+MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+"""A response body (decoded) larger than this fails its call (`max_response_bytes`)."""
 FUNCTION_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -123,6 +125,9 @@ class HttpCall(Model):
     params: dict[str, Any] = Field(default_factory=dict)
     json_: Any = Field(None, alias="json")
     timeout_seconds: float = Field(30, gt=0)
+    max_response_bytes: int = Field(
+        MAX_RESPONSE_BYTES, ge=1, description="Cap of the response body's decoded size."
+    )
 
     @field_validator("url")
     @classmethod

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from poller.basemodel import Model
-from poller.chainmodels import Entry, HttpEntry
+from poller.chainmodels import MAX_RESPONSE_BYTES, Entry, HttpEntry
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
@@ -181,6 +181,11 @@ class Environment(Model):
     backoff_seconds: float = Field(1.0, ge=0, description="First retry delay, doubled each.")
     backoff_max_seconds: float = Field(60.0, ge=0, description="Cap of one retry delay.")
     headers: dict[str, str] = Field(default_factory=dict, description="Sent on every call.")
+    max_response_bytes: int = Field(
+        MAX_RESPONSE_BYTES,
+        ge=1,
+        description="Cap of a response body's decoded size; refused past it.",
+    )
 
     @field_validator("base_url")
     @classmethod

@@ -20,8 +20,11 @@ from poller import chainmodels
 from poller import config as models
 from poller.config import Config
 from poller.errors import ConfigError, Problem
+from poller.jsondepth import MAX_DEPTH, too_deep_at
 from poller.jsonpos import Locations, PathKey, line_col
 
+MAX_CONFIG_CHARS = 64 * 1024 * 1024
+"""A config file larger than this is refused (10,000 jobs take about 2 MB)."""
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _ALL_MODELS: tuple[type[BaseModel], ...] = (
     models.Config,
@@ -109,7 +112,8 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
     problems.extend(_cross_checks(config, name, positions))
     if problems:
         raise ConfigError(sorted(problems, key=_by_place))
-    return _resolve_paths(config, path.resolve().parent)
+    # The folder the config is named in, not where a symlink leads (a ConfigMap version).
+    return _resolve_paths(config, path.absolute().parent)
 
 
 def config_warnings(config: Config) -> list[str]:
@@ -135,6 +139,15 @@ def _parse_json(text: str, name: str) -> Any:
         raise ConfigError(
             [Problem(name, "", 'the file is empty; expected a JSON object {"jobs": [...]}')]
         )
+    if len(text) > MAX_CONFIG_CHARS:
+        expected = f"the file is {len(text):,} characters; expected at most {MAX_CONFIG_CHARS:,}"
+        raise ConfigError([Problem(name, "", expected)])
+    deep = too_deep_at(text)
+    if deep is not None:
+        starts = [0] + [m.end() for m in re.finditer("\n", text[:deep])]
+        line, column = line_col(starts, deep)
+        expected = f"nested more than {MAX_DEPTH} levels deep (objects and lists inside each other)"
+        raise ConfigError([Problem(name, "", expected, line, column)])
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:

@@ -37,15 +37,41 @@ class _Handler(FileSystemEventHandler):
         # Editors save by rename (vim's backup dance, sed -i, temp-file writers), so the
         # config can appear as the destination of a move rather than as a modify.
         paths = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
-        if str(self.path) in paths:
+        if paths & link_chain(self.path):
             self.on_change()
+
+
+def link_chain(path: Path) -> set[str]:
+    """`path` and every path its symlinks lead through, with the folders on the way.
+
+    A Kubernetes ConfigMap mounts `config.json -> ..data/config.json` and swaps the
+    `..data` link to publish a new version: the change shows as a move onto `..data`,
+    never as an event on `config.json` itself. Computed again at each event, since the
+    links move.
+    """
+    chain: set[str] = set()
+    current = path
+    for _ in range(40):  # as many links as the kernel follows
+        chain.add(str(current))
+        chain.update(
+            str(parent)
+            for parent in current.parents
+            if parent != path.parent and parent.is_relative_to(path.parent)
+        )
+        try:
+            target = current.readlink()
+        except OSError:  # not a link (or gone): the end of the chain
+            break
+        current = target if target.is_absolute() else current.parent / target
+    return chain
 
 
 class ConfigWatcher:
     """Watches a config file's folder; `pending` is set whenever the file may have changed."""
 
     def __init__(self, path: Path, clock: Clock) -> None:
-        self.path = path.resolve()
+        # Not resolved: a symlinked config is followed anew at every read.
+        self.path = path.absolute()
         self.clock = clock
         self.pending = threading.Event()
         self._observer = Observer()
@@ -89,6 +115,13 @@ class ConfigReloader:
         except FileNotFoundError:
             # Mid-rename, or deleted: keep running; the next event brings it back.
             log.error("%s: file not found; keeping the last good config", self.watcher.path)
+            return None
+        except OSError as err:  # a folder in its place, no permission, an I/O error
+            log.error(
+                "%s cannot be read (%s); keeping the last good config",
+                self.watcher.path,
+                err.strerror or err,
+            )
             return None
         digest = _digest(data)
         if digest == self.seen_hash and not force:

@@ -156,6 +156,7 @@ class StepRunner:
             params=call.params,
             json_body=call.json_,
             timeout_seconds=call.timeout_seconds,
+            max_response_bytes=call.max_response_bytes,
             request_id=request_id,
             deadline=deadline,
             redactor=self.clients.redactor,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+import urllib3
 
 from poller.clock import Clock
 from poller.errors import CallError
@@ -24,6 +25,7 @@ from poller.retry import RetryPolicy, is_retryable_status, retry_after_seconds, 
 log = logging.getLogger(__name__)
 
 EXCERPT_CHARS = 200
+READ_CHUNK_BYTES = 64 * 1024
 KEPT_ON_REDIRECT = frozenset(
     {
         "accept",
@@ -126,10 +128,17 @@ def send(
     *,
     headers: Mapping[str, str],
     timeout: float,
+    max_bytes: int,
     json_body: Any = None,
     params: Mapping[str, Any] | None = None,
 ) -> Answer:
-    """One HTTP exchange; translates every requests exception into an AttemptError."""
+    """One HTTP exchange; translates every requests exception into an AttemptError.
+
+    `timeout` bounds the whole exchange, body included: requests alone bounds only each
+    socket read, so a body trickling a byte a second would never time out. The body is
+    read with `max_bytes` as a cap on its decoded size (a gzip bomb stops there).
+    """
+    deadline = time.monotonic() + timeout
     try:
         response = session.request(
             method,
@@ -138,18 +147,52 @@ def send(
             params=dict(params or {}),
             json=json_body,
             timeout=(timeout, timeout),
+            stream=True,
         )
-        content = response.content
     except requests.Timeout:
         raise AttemptError(f"timed out after {timeout:.3g} s", retryable=True) from None
-    except requests.exceptions.ChunkedEncodingError:
-        raise AttemptError("connection closed mid-response", retryable=True) from None
     except requests.ConnectionError as err:
         raise AttemptError(f"connection failed ({_root_cause(err)})", retryable=True) from None
     except requests.RequestException as err:
         raise AttemptError(f"request not sent ({type(err).__name__})") from None
+    try:
+        content = _read_body(response, deadline, timeout, max_bytes)
+    finally:
+        response.close()
     cookies = tuple(cookie.value or "" for cookie in response.cookies)
     return Answer(response.status_code, response.reason or "", response.headers, content, cookies)
+
+
+def _read_body(
+    response: requests.Response, deadline: float, timeout: float, max_bytes: int
+) -> bytes:
+    """The decoded body, read in pieces until `deadline` (time.monotonic()) and `max_bytes`."""
+    raw = response.raw
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if sock is not None:
+                sock.settimeout(remaining)  # so one slow read cannot outlast the deadline
+            chunk = raw.read1(READ_CHUNK_BYTES, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > max_bytes:
+                raise AttemptError(
+                    f"response body over {max_bytes:,} bytes (max_response_bytes)",
+                    status=response.status_code,
+                )
+            chunks.append(chunk)
+    except (TimeoutError, urllib3.exceptions.ReadTimeoutError):
+        reason = f"timed out after {timeout:.3g} s reading the response"
+        raise AttemptError(reason, status=response.status_code, retryable=True) from None
+    except (urllib3.exceptions.HTTPError, OSError):
+        raise AttemptError("connection closed mid-response", retryable=True) from None
 
 
 def _root_cause(err: BaseException) -> str:
