@@ -83,20 +83,21 @@ def _run_daemon(config_path: Path) -> int:
         return EXIT_USAGE
     settings = config.settings
     redactor = Redactor(config.secret_values())
-    setup_logging(
-        settings.log_file,
-        settings.log_format,
-        settings.log_level,
-        settings.log_keep_days,
-        stderr=sys.stderr.isatty(),
-        redactor=redactor,
-    )
-    store = HistoryStore(settings.state_db)
+    if not open_log(config, redactor, stderr=sys.stderr.isatty()):
+        return EXIT_FAILED
     try:
-        store.acquire_daemon_lock()
+        store = HistoryStore(settings.state_db)
     except PollerError as err:
         log.error("%s", err)
         print(f"app.py: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        store.acquire_daemon_lock()
+        store.fires()  # now: a damaged ledger stops the start, not the first fire
+    except PollerError as err:
+        log.error("%s", err)
+        print(f"app.py: {err}", file=sys.stderr)
+        store.close()
         return EXIT_FAILED
     clock = SystemClock()
     daemon = Daemon(config, store, clock, redactor=redactor)
@@ -189,6 +190,29 @@ def _run_daemon(config_path: Path) -> int:
     if left:
         os._exit(EXIT_OK)  # worker threads still in a call would otherwise hold the exit
     return EXIT_OK
+
+
+def open_log(config: Config, redactor: Redactor, stderr: bool) -> bool:
+    """Set up logging; False, after saying why on stderr, when the log file cannot be written."""
+    settings = config.settings
+    try:
+        setup_logging(
+            settings.log_file,
+            settings.log_format,
+            settings.log_level,
+            settings.log_keep_days,
+            stderr=stderr,
+            redactor=redactor,
+        )
+    except OSError as err:
+        print(
+            f"app.py: the log file {settings.log_file} cannot be written "
+            f"({err.strerror or err}). Make its folder writable (and check the disk has "
+            "room), or point settings.log_file elsewhere.",
+            file=sys.stderr,
+        )
+        return False
+    return True
 
 
 def reload_config(
@@ -350,16 +374,9 @@ def cmd_run(config_path: Path, args: argparse.Namespace) -> int:
             f"app.py run: no job {args.job_id!r} in {config_path}; jobs: {known}", file=sys.stderr
         )
         return EXIT_USAGE
-    settings = config.settings
     redactor = Redactor(config.secret_values())
-    setup_logging(
-        settings.log_file,
-        settings.log_format,
-        settings.log_level,
-        settings.log_keep_days,
-        stderr=True,
-        redactor=redactor,
-    )
+    if not open_log(config, redactor, stderr=True):
+        return EXIT_FAILED
     clients = ClientPool(config.environments, redactor=redactor)
     try:
         result = chain.run_job(job, config, clients, trigger="manual", force=args.force)

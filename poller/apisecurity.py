@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from poller.apihttp import error_response
-from poller.filemodes import make_private
+from poller.filemodes import make_private, tighten
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ def load_or_create_key(path: Path) -> str:
     except FileNotFoundError:
         key = ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    make_private(path)  # one written by hand may be readable by others
+    make_private(path)
+    tighten(path)  # one written by hand may be readable by others
     if key:
         return key
     key = secrets.token_urlsafe(32)

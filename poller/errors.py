@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 
 from poller.redaction import MASK, Redactor, is_secret_name
 
@@ -60,6 +62,29 @@ def _shown(path: str, value: object, limit: int = 60) -> str:
 
 class PollerError(Exception):
     """Base of every error Poller raises on purpose."""
+
+
+class StateFileError(PollerError):
+    """A state file (the history, the fire ledger) that cannot be opened; it is left as it is."""
+
+    def __init__(self, path: Path, cause: BaseException) -> None:
+        self.path = path
+        reason = getattr(cause, "strerror", None) or str(cause)
+        if (
+            isinstance(cause, sqlite3.DatabaseError)
+            and "database" in reason
+            and ("not a database" in reason or "malformed" in reason)
+        ):
+            advice = (
+                "It is left as it is: move it aside (with its -wal and -shm files, if any) to "
+                "start with an empty history, or restore it from a backup."
+            )
+        else:
+            advice = (
+                "Make its folder writable (and check the disk has room), "
+                "or point settings.state_db elsewhere."
+            )
+        super().__init__(f"the state database {path} cannot be opened: {reason}. {advice}")
 
 
 class ConfigError(PollerError):

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from poller.filemodes import make_private
+from poller.errors import StateFileError
+from poller.filemodes import make_private, tighten
 
 CLAIM_SQL = (
     "INSERT INTO fires VALUES (?1, ?2) ON CONFLICT (job_id) "
@@ -37,14 +38,19 @@ class FireLedger:
         self.path = path
         self._lock = threading.RLock()
         self._claims: int | None = None  # claims in the current transaction() block
-        make_private(path)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS fires (job_id TEXT PRIMARY KEY, last_fire TEXT NOT NULL)"
-        )
+        try:
+            make_private(path)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS fires "
+                "(job_id TEXT PRIMARY KEY, last_fire TEXT NOT NULL)"
+            )
+            tighten(path)
+        except (OSError, sqlite3.Error) as err:
+            raise StateFileError(path, err) from None
 
     def is_empty(self) -> bool:
         with self._lock:

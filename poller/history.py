@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from poller.errors import PollerError
-from poller.filemodes import make_private
+from poller.errors import PollerError, StateFileError
+from poller.filemodes import make_private, tighten
 from poller.fires import FireLedger, ledger_path
 from poller.recordqueue import Recordable, RecordQueue
 
@@ -95,29 +95,34 @@ class HistoryStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        make_private(self.path)
         self._lock = threading.RLock()
         self._in_transaction = False
         self._lock_file: IO[str] | None = None
-        self._queue = RecordQueue(self._write_batch, name="history-writer")
         self._ledger: FireLedger | None = None
-        self._db = sqlite3.connect(
-            self.path, timeout=10, check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(DDL)
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private(self.path)
+            self._db = sqlite3.connect(
+                self.path, timeout=10, check_same_thread=False, isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(DDL)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            tighten(self.path)
+        except (OSError, sqlite3.Error) as err:
+            raise StateFileError(self.path, err) from None
+        self._queue = RecordQueue(self._write_batch, name="history-writer")
 
     def acquire_daemon_lock(self) -> None:
         """Hold an exclusive lock for this process's life; raise if another daemon has it."""
         lock_path = self.path.with_name(self.path.name + ".lock")
         make_private(lock_path)
+        tighten(lock_path)
         handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held until exit
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

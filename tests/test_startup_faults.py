@@ -1,0 +1,91 @@
+"""Start-up faults end in one clear paragraph and a non-zero exit, never a traceback, and never
+touch a damaged file: a read-only data folder or log folder (a tmpfs mounted read-only, since
+CI runs as root, where mode bits do not stop writes), a state file that is not a database."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemonproc import REPO, tick_job
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    """An empty folder on a read-only tmpfs (root and mount(8) needed; CI has both)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        reason = f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def start(folder: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    (folder / "steps.py").write_text("def tick(data, context):\n    return {}\n")
+    config = {"settings": settings, "jobs": [tick_job("t", every="1h")]}
+    (folder / "config.json").write_text(json.dumps(config))
+    return subprocess.run(
+        [sys.executable, str(REPO / "app.py"), "--config", "config.json"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def one_paragraph(text: str) -> str:
+    assert "Traceback" not in text, text
+    assert text.strip() and "\n\n" not in text.strip(), text
+    return text
+
+
+def test_a_read_only_data_folder_is_one_clear_paragraph(tmp_path: Path, read_only: Path) -> None:
+    done = start(tmp_path, state_db=str(read_only / "poller.db"))
+    assert done.returncode == 1
+    assert one_paragraph(done.stderr).startswith(
+        f"app.py: the state database {read_only / 'poller.db'} cannot be opened"
+    )
+    assert "Read-only file system" in done.stderr and "settings.state_db" in done.stderr
+
+
+def test_a_read_only_log_folder_is_one_clear_paragraph(tmp_path: Path, read_only: Path) -> None:
+    done = start(tmp_path, log_file=str(read_only / "logfile.log"))
+    assert done.returncode == 1
+    assert one_paragraph(done.stderr).startswith(
+        f"app.py: the log file {read_only / 'logfile.log'} cannot be written"
+    )
+    assert "Read-only file system" in done.stderr and "settings.log_file" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["poller.db", "poller.db.fires"])
+def test_a_state_file_that_is_not_a_database_is_reported_and_left_alone(
+    tmp_path: Path, name: str
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    damaged = data / name
+    damaged.write_bytes(b"this is not an SQLite file\n" * 200)
+    damaged.chmod(0o644)
+    before = (hashlib.sha256(damaged.read_bytes()).hexdigest(), damaged.stat().st_mode)
+    done = start(tmp_path)
+    assert done.returncode == 1
+    assert one_paragraph(done.stderr).startswith(
+        f"app.py: the state database {damaged} cannot be opened: file is not a database"
+    )
+    assert "It is left as it is" in done.stderr
+    assert (hashlib.sha256(damaged.read_bytes()).hexdigest(), damaged.stat().st_mode) == before
+    assert sorted(p.name for p in data.iterdir() if p.name.startswith(name)) == [name]
