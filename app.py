@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -22,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from lookup import ClientPool
 from poller import chain
-from poller.clock import SystemClock
+from poller.clock import Flag, SystemClock
 from poller.config import Config
 from poller.configfile import config_warnings, load_config, parse_config
 from poller.daemon import Daemon
@@ -103,7 +102,7 @@ def _run_daemon(config_path: Path) -> int:
     daemon = Daemon(config, store, clock, redactor=redactor)
     watcher = ConfigWatcher(config_path, clock)
     reloader = ConfigReloader(watcher, clock, config_path.read_bytes())
-    stopping, hangup = threading.Event(), threading.Event()
+    stopping, hangup = Flag(), Flag()  # set by signal handlers: no locks
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         if stopping.is_set() and signum == signal.SIGINT:

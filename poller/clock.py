@@ -56,3 +56,24 @@ class SystemClock:
         with self._woken:
             self._wakes += 1
             self._woken.notify_all()
+
+
+class Flag:
+    """A flag that signal handlers may set: a plain attribute, so no lock.
+
+    threading.Event takes a lock to set; a second signal arriving while the first
+    handler holds it runs its handler on the same thread, which then waits forever for
+    that lock (seen: two quick SIGTERMs left a daemon that never stopped).
+    """
+
+    def __init__(self) -> None:
+        self._is_set = False
+
+    def set(self) -> None:
+        self._is_set = True
+
+    def clear(self) -> None:
+        self._is_set = False
+
+    def is_set(self) -> bool:
+        return self._is_set

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from poller.clock import Clock
+from poller.clock import Clock, Flag
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class ConfigWatcher:
         # Not resolved: a symlinked config is followed anew at every read.
         self.path = path.absolute()
         self.clock = clock
-        self.pending = threading.Event()
+        self.pending = Flag()  # SIGHUP's handler sets it too
         self._observer = Observer()
         self._observer.schedule(_Handler(self.path, self.signal), str(self.path.parent))
 

@@ -4,8 +4,11 @@ API), a folder in the file's place, and a Kubernetes-style symlink swap that mus
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +123,18 @@ def test_a_configmap_style_symlink_swap_is_followed(
     daemon.signal(1)  # SIGHUP
     wait_until(lambda: "added v" in daemon.log(), what="the third version applied")
     assert (folder / "..data").readlink() == Path("..v3")
+
+
+def test_a_burst_of_signals_never_hangs_the_daemon(
+    folder: Path, daemons: list[DaemonProcess]
+) -> None:
+    # Signal handlers run on the main thread; one that takes a lock (threading.Event.set)
+    # and is interrupted by the next signal waits for itself forever.
+    daemon = launch(daemons, folder, {"jobs": [tick_job("t", every="1s")]})
+    assert daemon.proc is not None
+    until = time.monotonic() + 2
+    while time.monotonic() < until:  # as fast as signals can be sent, for 2 s
+        os.kill(daemon.proc.pid, signal.SIGHUP)
+    for _ in range(20):
+        os.kill(daemon.proc.pid, signal.SIGTERM)
+    assert daemon.wait_exit(timeout=15) == 0
