@@ -46,6 +46,20 @@ def wait_until(
         time.sleep(interval)
 
 
+def run_app(
+    folder: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python app.py ARGS --config config.json` in `folder`, to its end; output as text."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "app.py"), *args, "--config", "config.json"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 class DaemonProcess:
     def __init__(self, folder: Path, config: dict[str, Any], env: dict[str, str] | None = None):
         self.folder = folder

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.apiproc import api_settings, start_api_daemon
-from tests.daemonproc import REPO, DaemonProcess, launch, tick_job, wait_until
+from tests.daemonproc import DaemonProcess, launch, run_app, tick_job, wait_until
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -26,13 +25,7 @@ def nested(depth: int) -> dict[str, Any]:
 
 
 def check(folder: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "app.py"), "check", "--config", "config.json"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_app(folder, "check")
 
 
 def test_a_deeply_nested_config_is_a_located_error_and_a_valid_one_starts(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from lookup import PlatformClient
 from poller.config import Environment
 from poller.redaction import MASK
 from tests.apiproc import API_KEY, api_settings, start_api_daemon
-from tests.daemonproc import REPO, DaemonProcess, tick_job, wait_until
+from tests.daemonproc import DaemonProcess, run_app, tick_job, wait_until
 from tests.platform import PlatformServer, reply
 
 PASSWORD = "platform-password-31"  # the stand-in platform's
@@ -112,14 +111,7 @@ def test_no_configured_or_run_time_secret_reaches_any_output(tmp_path: Path) -> 
             api.daemon.stop()
         env = {**SECRETS, "POLLER_API_KEY": API_KEY}
         for command in (["run", "bearer"], ["run", "plain"], ["history", "--json"], ["history"]):
-            done = subprocess.run(
-                [sys.executable, str(REPO / "app.py"), *command, "--config", "config.json"],
-                cwd=tmp_path,
-                env={**api.daemon.env, **env},
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            done = run_app(tmp_path, *command, env={**api.daemon.env, **env})
             assert done.returncode == 0, done.stderr
             texts[" ".join(command)] = done.stdout + done.stderr
         texts.update(stored_files(tmp_path))
@@ -157,13 +149,7 @@ def test_a_redirect_to_another_host_carries_no_credential() -> None:
 
 def run_check(folder: Path, config: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     (folder / "config.json").write_text(json.dumps(config))
-    return subprocess.run(
-        [sys.executable, str(REPO / "app.py"), "check", "--config", "config.json"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return run_app(folder, "check")
 
 
 def test_config_errors_mask_credentials_in_the_values_they_show(tmp_path: Path) -> None:
@@ -193,13 +179,7 @@ def test_a_state_db_url_is_a_located_error_and_creates_nothing(tmp_path: Path, u
     assert "config.json:1:15: settings.state_db: " in done.stdout
     assert f"a {scheme}:// URL is not a state store this version supports" in done.stdout
     assert "pg-Secret-9" not in done.stdout
-    daemon = subprocess.run(
-        [sys.executable, str(REPO / "app.py"), "--config", "config.json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    daemon = run_app(tmp_path)
     assert daemon.returncode == 2 and "pg-Secret-9" not in daemon.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 

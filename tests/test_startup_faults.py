@@ -8,13 +8,12 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.daemonproc import REPO, tick_job
+from tests.daemonproc import run_app, tick_job
 
 
 @pytest.fixture
@@ -38,13 +37,7 @@ def start(folder: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     (folder / "steps.py").write_text("def tick(data, context):\n    return {}\n")
     config = {"settings": settings, "jobs": [tick_job("t", every="1h")]}
     (folder / "config.json").write_text(json.dumps(config))
-    return subprocess.run(
-        [sys.executable, str(REPO / "app.py"), "--config", "config.json"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return run_app(folder)
 
 
 def one_paragraph(text: str) -> str:
@@ -53,22 +46,21 @@ def one_paragraph(text: str) -> str:
     return text
 
 
-def test_a_read_only_data_folder_is_one_clear_paragraph(tmp_path: Path, read_only: Path) -> None:
-    done = start(tmp_path, state_db=str(read_only / "poller.db"))
+@pytest.mark.parametrize(
+    ("setting", "name", "what"),
+    [
+        ("state_db", "poller.db", "the state database {} cannot be opened"),
+        ("log_file", "logfile.log", "the log file {} cannot be written"),
+    ],
+    ids=["data-folder", "log-folder"],
+)
+def test_a_read_only_folder_is_one_clear_paragraph(
+    tmp_path: Path, read_only: Path, setting: str, name: str, what: str
+) -> None:
+    done = start(tmp_path, **{setting: str(read_only / name)})
     assert done.returncode == 1
-    assert one_paragraph(done.stderr).startswith(
-        f"app.py: the state database {read_only / 'poller.db'} cannot be opened"
-    )
-    assert "Read-only file system" in done.stderr and "settings.state_db" in done.stderr
-
-
-def test_a_read_only_log_folder_is_one_clear_paragraph(tmp_path: Path, read_only: Path) -> None:
-    done = start(tmp_path, log_file=str(read_only / "logfile.log"))
-    assert done.returncode == 1
-    assert one_paragraph(done.stderr).startswith(
-        f"app.py: the log file {read_only / 'logfile.log'} cannot be written"
-    )
-    assert "Read-only file system" in done.stderr and "settings.log_file" in done.stderr
+    assert one_paragraph(done.stderr).startswith("app.py: " + what.format(read_only / name))
+    assert "Read-only file system" in done.stderr and f"settings.{setting}" in done.stderr
 
 
 @pytest.mark.parametrize("name", ["poller.db", "poller.db.fires"])
