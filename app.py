@@ -8,45 +8,33 @@ or hands off, so it never blocks on a run.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
 import signal
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from zoneinfo import ZoneInfo
 
 from lookup import ClientPool
-from poller import chain
+from poller import chain, tuning
 from poller.clock import Flag, SystemClock
 from poller.config import Config
 from poller.configfile import config_warnings, load_config, parse_config
 from poller.daemon import Daemon
 from poller.errors import ConfigError, PollerError
 from poller.forecast import forecast
-from poller.history import HistoryStore
 from poller.logs import setup_logging
 from poller.redaction import Redactor
 from poller.reload import ConfigReloader, ConfigWatcher
+from poller.store import StoreError, open_store
 from poller.timing import local_zone
 
 log = logging.getLogger("poller")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-MAX_WAIT_SECONDS = 30.0
-"""No single wait is longer, so a wall-clock jump or a suspend is noticed soon."""
-LATE_WAKE_SECONDS = 5.0
-"""Waking later than planned by more than this is logged (suspend, stall, clock jump)."""
-PRUNE_EVERY = timedelta(hours=1)
-SWITCH_INTERVAL_SECONDS = 0.001
-"""How long a thread running Python keeps the GIL from one that waits (Python's default: 5 ms).
-
-The loop needs the GIL a few times on every wake; while an API request or a busy run
-computes, each of those waits would otherwise make a fire up to 5 ms later.
-"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,14 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_daemon(config_path: Path) -> int:
     """The daemon: load, schedule, then loop until SIGTERM/SIGINT."""
-    # Start-up builds the config and the schedule, most of what the process will hold;
-    # collecting meanwhile only walks it again and again (with 10,000 jobs, 0.7-0.8 s to
-    # start instead of 0.9-1.1 s). _run_daemon freezes it all, then collection resumes.
-    gc.disable()
-    try:
+    with tuning.no_collection():  # until the start-up's objects are frozen
         return _run_daemon(config_path)
-    finally:
-        gc.enable()
 
 
 def _run_daemon(config_path: Path) -> int:
@@ -85,33 +67,28 @@ def _run_daemon(config_path: Path) -> int:
     if not open_log(config, redactor, stderr=sys.stderr.isatty()):
         return EXIT_FAILED
     try:
-        store = HistoryStore(settings.state_db)
+        store = open_store(settings)
+        store.acquire_daemon_lock()  # and migrates a file an older Poller wrote
     except PollerError as err:
         log.error("%s", err)
         print(f"app.py: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    try:
-        store.acquire_daemon_lock()
-        store.fires()  # now: a damaged ledger stops the start, not the first fire
-    except PollerError as err:
-        log.error("%s", err)
-        print(f"app.py: {err}", file=sys.stderr)
-        store.close()
         return EXIT_FAILED
     clock = SystemClock()
-    daemon = Daemon(config, store, clock, redactor=redactor)
-    watcher = ConfigWatcher(config_path, clock)
-    reloader = ConfigReloader(watcher, clock, config_path.read_bytes())
-    stopping, hangup = Flag(), Flag()  # set by signal handlers: no locks
+    daemon = Daemon(config, store, clock, redactor=redactor, report=report_to_stderr)
+    watcher = ConfigWatcher(config_path)
+    reloader = ConfigReloader(
+        watcher, clock, config_path.read_bytes(), lambda text: parse_config(text, config_path)
+    )
+    stopping = Flag()  # set by signal handlers: no locks
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         if stopping.is_set() and signum == signal.SIGINT:
             os._exit(130)  # a second Ctrl-C: out at once; the next start marks runs interrupted
         stopping.set()
-        clock.wake()
+        clock.stop()  # wakes the loop, and every retry backoff
 
     def on_hangup(signum: int, frame: FrameType | None) -> None:
-        hangup.set()
+        reloader.forced.set()
         watcher.signal()
 
     signal.signal(signal.SIGTERM, on_stop)
@@ -131,14 +108,17 @@ def _run_daemon(config_path: Path) -> int:
         if api is not None and api.page_address:
             # Once, to the terminal and never to the log: the address carries the key.
             print(f"Poller: open {api.page_address} to see the jobs", file=sys.stderr)
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    tuning.apply_for_daemon()
+    try:
+        daemon.start()
+    except StoreError as err:
+        log.error("%s", err)
+        print(f"app.py: {err}", file=sys.stderr)
+        store.close()
+        return EXIT_FAILED
     watcher.start()
-    daemon.start()
-    # A full garbage-collector pass walks every object and stops every thread, the loop
-    # too (~120 ms with 10,000 jobs); the config and schedule live as long as the daemon,
-    # so they are moved out of those passes (again after each reload).
-    gc.freeze()
-    gc.enable()
+    reloader.start()
+    tuning.freeze_long_lived()
     log.info(
         "Poller started: pid %d, %d job(s), config %s, history %s",
         os.getpid(),
@@ -146,41 +126,19 @@ def _run_daemon(config_path: Path) -> int:
         config_path,
         settings.state_db,
     )
-    pruned_at = clock.now() - PRUNE_EVERY
-    planned_wake: datetime | None = None
     while not stopping.is_set():
-        now = clock.now()
-        daemon.last_tick = now  # /health: the loop is alive
-        if planned_wake is not None and (now - planned_wake).total_seconds() > LATE_WAKE_SECONDS:
-            log.warning(
-                "the loop woke %.1fs late (suspend, stall or clock jump); "
-                "missed fires follow the misfire rules",
-                (now - planned_wake).total_seconds(),
-            )
-        if watcher.pending.is_set() or hangup.is_set():
-            forced = hangup.is_set()
-            hangup.clear()
-            try:
-                reload_config(daemon, reloader, config_path, forced)
-            except Exception:  # the reload boundary: a reload never ends the daemon
-                log.exception("reload of %s failed; keeping the last good config", config_path)
-                daemon.count_reload(applied=False)
-        with daemon.store.fires().transaction():  # one commit for the fires of this wake
-            daemon.scheduler.run_pending()
-        if now - pruned_at >= PRUNE_EVERY:
-            pruned_at = now
-            prune_history(daemon)
-        idle = daemon.scheduler.idle_seconds
-        wait = MAX_WAIT_SECONDS if idle is None else min(max(idle, 0.0), MAX_WAIT_SECONDS)
-        planned_wake = clock.now() + timedelta(seconds=wait)
-        if clock.wait(wait):
-            planned_wake = None
+        reloaded = reloader.take()
+        if reloaded is not None:
+            apply_reload(daemon, reloaded, config_path)
+        wait = daemon.tick(clock.now())
+        clock.wait(wait)
     watcher.stop()
-    if api is not None:
-        api.stop()  # first: no manual runs start during the grace period
+    reloader.stop()
     grace = daemon.config.settings.shutdown_grace_seconds
     log.info("stopping: no new fires; waiting up to %gs for %d run(s)", grace, daemon.inflight())
-    left = daemon.stop(grace)
+    left = daemon.stop(grace)  # /health says "stopping" meanwhile
+    if api is not None:
+        api.stop()
     if left:
         log.warning("stopped with %d run(s) unfinished; they are marked interrupted", left)
     log.info("Poller stopped")
@@ -189,6 +147,11 @@ def _run_daemon(config_path: Path) -> int:
     if left:
         os._exit(EXIT_OK)  # worker threads still in a call would otherwise hold the exit
     return EXIT_OK
+
+
+def report_to_stderr(line: str) -> None:
+    """What the operator must see even when the log cannot be written (a full disk)."""
+    print(f"poller: {line}", file=sys.stderr, flush=True)
 
 
 def open_log(config: Config, redactor: Redactor, stderr: bool) -> bool:
@@ -214,35 +177,21 @@ def open_log(config: Config, redactor: Redactor, stderr: bool) -> bool:
     return True
 
 
-def reload_config(
-    daemon: Daemon,
-    reloader: ConfigReloader,
-    config_path: Path,
-    forced: bool,
-) -> None:
-    """Read a settled save; apply it if valid, else keep the last good config."""
-    text = reloader.settle_and_read(force=forced)
-    if text is None:
-        return
-    try:
-        config = parse_config(text, config_path)
-    except ConfigError as err:
-        log.error("reload of %s failed; keeping the last good config. %s", config_path, err)
+def apply_reload(daemon: Daemon, reloaded: Config | ConfigError, config_path: Path) -> None:
+    """Apply a parsed save, or say why it is invalid; the last good config runs on."""
+    if isinstance(reloaded, ConfigError):
+        log.error("reload of %s failed; keeping the last good config. %s", config_path, reloaded)
         daemon.count_reload(applied=False)
         return
-    summary = daemon.apply(config)
+    try:
+        summary = daemon.apply(reloaded)
+    except Exception:  # the reload boundary: a reload never ends the daemon
+        log.exception("reload of %s failed; keeping the last good config", config_path)
+        daemon.count_reload(applied=False)
+        return
     daemon.count_reload(applied=True)
-    gc.freeze()
+    tuning.freeze_long_lived()
     log.info("reloaded %s: %s", config_path, summary)
-
-
-def prune_history(daemon: Daemon) -> None:
-    settings = daemon.config.settings
-    deleted = daemon.store.prune(
-        settings.history_max_age_days, settings.history_max_runs_per_job, daemon.clock.now()
-    )
-    if deleted:
-        log.info("history: pruned %d old run(s)", deleted)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -390,7 +339,7 @@ def cmd_run(config_path: Path, args: argparse.Namespace) -> int:
 def save_manual_run(config: Config, record: dict[str, object]) -> None:
     """Keep a manual run in the history too, so `history` and the API show it."""
     try:
-        store = HistoryStore(config.settings.state_db)
+        store = open_store(config.settings)
     except Exception as err:  # the run happened; a history problem must not hide its result
         log.warning("the run could not be saved in %s: %s", config.settings.state_db, err)
         return
@@ -409,7 +358,7 @@ def cmd_history(config_path: Path, args: argparse.Namespace) -> int:
     db_path = Path(config.settings.state_db)
     runs: list[dict[str, object]] = []
     if db_path.exists():
-        store = HistoryStore(db_path)
+        store = open_store(config.settings)
         try:
             runs = store.recent(args.job_id, args.limit)
         finally:

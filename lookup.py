@@ -223,6 +223,7 @@ class PlatformClient:
             deadline,
             self._clock,
             self._rng,
+            urlsplit(env.base_url).netloc,
         )
 
         def attempt(timeout: float) -> tuple[int, dict[str, Any]]:
@@ -348,7 +349,8 @@ def http_call(
     )
     the_clock = clock or SystemClock()
     policy = RetryPolicy(retries, backoff_seconds, backoff_max_seconds)
-    call = Call("http", display_url(url), policy, timeout_seconds, deadline, the_clock, None)
+    host = urlsplit(url).hostname or ""
+    call = Call("http", display_url(url), policy, timeout_seconds, deadline, the_clock, None, host)
     sent = {"X-Request-ID": request_id, "Idempotency-Key": request_id, **headers}
 
     def attempt(timeout: float) -> tuple[int, dict[str, Any]]:

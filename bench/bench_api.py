@@ -41,7 +41,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from poller.api import SHARED_SECONDS  # noqa: E402
-from poller.history import SCHEMA_VERSION, HistoryStore, iso  # noqa: E402
+from poller.store import JobState, SqliteStore  # noqa: E402
+from poller.store.migrate import RECORD_VERSION  # noqa: E402
+from poller.store.sqlite import iso  # noqa: E402
 
 PROBES = 50
 """every-1s jobs whose fires are measured, staggered over each second (one every 20 ms)."""
@@ -109,7 +111,7 @@ def write_config(folder: Path, jobs: int) -> list[str]:
 
 def fill_history(db_path: Path, job_ids: list[str], runs: int) -> None:
     """Insert run records as the daemon writes them, in one transaction."""
-    HistoryStore(db_path).close()  # the schema
+    SqliteStore(db_path).close()  # the schema
     db = sqlite3.connect(db_path, isolation_level=None)
     db.execute("PRAGMA synchronous=OFF")
     now = datetime.now(UTC)
@@ -147,7 +149,7 @@ def fill_history(db_path: Path, job_ids: list[str], runs: int) -> None:
         }
         text = json.dumps(record, separators=(",", ":"))
         batch.append(
-            (run_id, job_id, "schedule", iso(started), iso(started), status, SCHEMA_VERSION, text)
+            (run_id, job_id, "schedule", iso(started), iso(started), status, RECORD_VERSION, text)
         )
         if len(batch) == 20_000:
             db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
@@ -164,17 +166,17 @@ def stagger_probes(folder: Path, db_path: Path) -> None:
     and the last of them would wait for the others to be handed off.
     """
     from poller.configfile import load_config
-    from poller.daemon import definition_of
+    from poller.plans import grid_of
 
     config = load_config(folder / "config.json")
     first = datetime.now(UTC).replace(microsecond=0)
-    store = HistoryStore(db_path)
+    store = SqliteStore(db_path)
     try:
         store.save_job_states(
-            [
-                (job.id, definition_of(config, job), first + timedelta(seconds=i / PROBES))
+            {
+                job.id: JobState(grid_of(config, job), first + timedelta(seconds=i / PROBES), None)
                 for i, job in enumerate(j for j in config.jobs if j.id.startswith("probe-"))
-            ]
+            }
         )
     finally:
         store.close()
@@ -329,7 +331,7 @@ def loaded_window(db: Path, url: str, window: float, concurrency: int, rate: flo
 
 
 def lateness(db_path: Path, start: datetime, end: datetime) -> list[float]:
-    store = HistoryStore(db_path)
+    store = SqliteStore(db_path)
     try:
         runs = [
             run

@@ -97,9 +97,9 @@ def run_poller(config_path: Path, monitor: Callable[[], None]) -> float:
 
 
 def poller_runs(folder: Path) -> list[dict[str, Any]]:
-    from poller.history import HistoryStore
+    from poller.store import SqliteStore
 
-    store = HistoryStore(folder / "data" / "poller.db")
+    store = SqliteStore(folder / "data" / "poller.db")
     try:
         return store.recent(limit=10_000_000)
     finally:
@@ -112,8 +112,8 @@ def epoch(text: str) -> float:
 
 def poller_a(params: Params) -> Result:
     from poller.configfile import load_config
-    from poller.daemon import definition_of
-    from poller.history import HistoryStore
+    from poller.plans import grid_of
+    from poller.store import JobState, SqliteStore
 
     count, duration, folder = params["jobs"], params["duration"], Path(params["folder"])
     jobs = [
@@ -123,12 +123,14 @@ def poller_a(params: Params) -> Result:
     config = load_config(config_path)
     first = math.ceil(time.time()) + LEAD_SECONDS
     # `every` anchors at the daemon's start; stored anchors stagger the jobs over a second.
-    store = HistoryStore(config.settings.state_db)
+    store = SqliteStore(config.settings.state_db)
     store.save_job_states(
-        [
-            (job.id, definition_of(config, job), datetime.fromtimestamp(first - 1 + i / count, UTC))
+        {
+            job.id: JobState(
+                grid_of(config, job), datetime.fromtimestamp(first - 1 + i / count, UTC), None
+            )
             for i, job in enumerate(config.jobs)
-        ]
+        }
     )
     store.close()
     measured: dict[str, float] = {}
@@ -154,7 +156,7 @@ def poller_a(params: Params) -> Result:
 
 
 def poller_b(params: Params) -> Result:
-    from poller.history import HistoryStore
+    from poller.store import SqliteStore
 
     count, folder = params["jobs"], Path(params["folder"])
     due = math.ceil(time.time()) + LEAD_SECONDS
@@ -167,7 +169,7 @@ def poller_b(params: Params) -> Result:
 
     def monitor() -> None:
         measured["started_late"] = time.time() > due
-        store = HistoryStore(folder / "data" / "poller.db")
+        store = SqliteStore(folder / "data" / "poller.db")
         try:
             while time.time() < due + params["timeout"]:
                 totals = store.totals()

@@ -40,7 +40,6 @@ from poller.apimodels import (
 )
 from poller.configedit import ConfigEditor, EditResult
 from poller.daemon import Daemon
-from poller.history import HistoryStore
 from poller.metrics import Metrics
 from poller.results import RunStatus
 from poller.ui import FOLDER, page
@@ -86,11 +85,11 @@ def create_app(
         api_key: what every data and action endpoint asks for.
         allowed_hosts: the Host names served, or None for any (poller.apisecurity).
     """
-    reader = HistoryStore(daemon.store.path)
-    totals = apiviews.TotalsCache(HistoryStore(daemon.store.path))  # a slow count blocks no read
+    reader = daemon.store.open_reader()
+    totals = apiviews.TotalsCache(daemon.store.open_reader())  # a slow count blocks no read
     editor = ConfigEditor(config_path)
     metrics = Metrics(daemon, totals)
-    daemon.run_chain = metrics.observing(daemon.run_chain)
+    daemon.executor.run_chain = metrics.observing(daemon.executor.run_chain)
 
     def require_key(
         request: Request,
@@ -148,17 +147,18 @@ def create_app(
 
     @app.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
     def get_health() -> JSONResponse:
-        """Liveness: 503 when the scheduler loop is stalled or the worker pool is gone."""
+        """healthy (200); unhealthy (503: the loop stalled, the store failing, the pool
+        down) or stopping (503), with the reason."""
         now = daemon.clock.now()
-        state, reason = apiviews.health(daemon, now)
+        state, reason = daemon.health(now)
         body = HealthOut(
             status=state,
-            scheduler_running=state == "ok",
+            scheduler_running=state == "healthy",
             timestamp=now,
             last_tick_at=daemon.last_tick,
             reason=reason,
         )
-        return JSONResponse(body.model_dump(mode="json"), 200 if state == "ok" else 503)
+        return JSONResponse(body.model_dump(mode="json"), 200 if state == "healthy" else 503)
 
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
     def get_docs() -> HTMLResponse:
@@ -177,7 +177,7 @@ def create_app(
     @api.get("/", response_model=ServiceOut)
     def get_root() -> ServiceOut:
         """Service name, version, status and the list of endpoints."""
-        state = apiviews.health(daemon, daemon.clock.now())[0]
+        state = daemon.health(daemon.clock.now())[0]
         endpoints = [
             {
                 "method": method.upper(),
@@ -193,7 +193,7 @@ def create_app(
             {
                 "service": "poller",
                 "version": __version__,
-                "status": "running" if state == "ok" else state,
+                "status": "running" if state == "healthy" else state,
                 "endpoints": endpoints,
             }
         )

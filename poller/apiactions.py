@@ -21,7 +21,7 @@ from poller.configedit import (
 )
 from poller.daemon import Daemon
 from poller.errors import ConfigError
-from poller.history import HistoryStore
+from poller.store import Store, StoreError
 
 APPLY_WAIT_SECONDS = 5.0
 """How long an edit waits for the daemon to reload it before answering `applied: false`."""
@@ -40,11 +40,11 @@ def trigger(daemon: Daemon, job: Job) -> str | None:
         return daemon.trigger(job)
     except RuntimeError:  # the pool is shut down: the daemon is stopping
         raise HTTPException(503, "the daemon is stopping; no new runs") from None
+    except StoreError as err:
+        raise HTTPException(503, f"the run cannot be recorded: {err}") from None
 
 
-def wait_for_end(
-    store: HistoryStore, reader: HistoryStore, run_id: str, timeout: float
-) -> dict[str, Any] | None:
+def wait_for_end(store: Store, reader: Store, run_id: str, timeout: float) -> dict[str, Any] | None:
     """The run's final record (the daemon's queued one, or the written one), or None."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -50,7 +50,7 @@ class ServiceOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: Literal["ok", "stalled", "stopped"]
+    status: Literal["healthy", "unhealthy", "stopping"]
     scheduler_running: bool
     timestamp: Instant
     last_tick_at: Instant

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 import time
 from datetime import datetime
@@ -30,11 +29,12 @@ from poller.apimodels import (
 )
 from poller.config import Config, Job
 from poller.redaction import Redactor
+from poller.store import StoreError
 from poller.timing import NeverFiresError, blackout_reason, describe, zone_of
 
 if TYPE_CHECKING:
     from poller.daemon import Daemon
-    from poller.history import HistoryStore
+    from poller.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,6 @@ RECENT_RUNS = 12
 """Runs per job in /jobs (the page's bar of recent runs and the job's success rate)."""
 NEXT_FIRES = 3
 TOTALS_TTL_SECONDS = 2.0
-STALL_SECONDS = 90.0
-"""The loop wakes at least every 30 s; no tick for this long means it is stuck."""
 
 
 class TotalsCache:
@@ -52,7 +50,7 @@ class TotalsCache:
     than `ttl_seconds` (and than 20 times the last count's duration, so counting never takes
     more than a twentieth of a core); only the very first call waits."""
 
-    def __init__(self, reader: HistoryStore, ttl_seconds: float = TOTALS_TTL_SECONDS) -> None:
+    def __init__(self, reader: Store, ttl_seconds: float = TOTALS_TTL_SECONDS) -> None:
         self.reader = reader
         self.ttl_seconds = ttl_seconds
         self._lock = threading.Lock()
@@ -72,7 +70,7 @@ class TotalsCache:
     def _recount(self) -> None:
         try:
             totals: dict[str, int] | None = self._count()
-        except sqlite3.Error as err:  # closed at shutdown, or locked: keep the last counts
+        except StoreError as err:  # closed at shutdown: keep the last counts
             log.warning("history totals not counted: %s", err)
             totals = None
         with self._lock:
@@ -88,27 +86,17 @@ class TotalsCache:
         return totals
 
 
-def health(daemon: Daemon, now: datetime) -> tuple[str, str | None]:
-    """("ok" | "stalled" | "stopped", why not ok)."""
-    if not daemon.pool_alive():
-        return "stopped", "the worker pool is shut down"
-    age = (now - daemon.last_tick).total_seconds()
-    if age > STALL_SECONDS:
-        return "stalled", f"the scheduler loop has not run for {age:.0f}s"
-    return "ok", None
-
-
-def status(daemon: Daemon, reader: HistoryStore, totals: dict[str, int]) -> StatusOut:
+def status(daemon: Daemon, reader: Store, totals: dict[str, int]) -> StatusOut:
     now = daemon.clock.now()
     config = daemon.config
     scheduled = dict(daemon.scheduler.by_id)
     next_run = None
     if scheduled:
-        job_id, fire_job = min(scheduled.items(), key=lambda item: item[1].due_at)
-        next_run = NextRun(job_id=job_id, at=fire_job.due_at)
+        job_id, fire_job = min(scheduled.items(), key=lambda item: item[1].next_run)
+        next_run = NextRun(job_id=job_id, at=fire_job.next_run)
     latest = reader.recent(None, 1)
     return StatusOut(
-        scheduler_running=health(daemon, now)[0] == "ok",
+        scheduler_running=daemon.health(now)[0] == "healthy",
         started_at=daemon.started_at,
         uptime_seconds=round((now - daemon.started_at).total_seconds(), 3),
         next_run=next_run,
@@ -125,7 +113,7 @@ def status(daemon: Daemon, reader: HistoryStore, totals: dict[str, int]) -> Stat
 
 
 def job_out(daemon: Daemon, config: Config, job: Job, runs: list[dict[str, Any]]) -> JobOut:
-    """A job as GET /jobs shows it; `runs` are its newest, newest first (HistoryStore.briefs)."""
+    """A job as GET /jobs shows it; `runs` are its newest, newest first (Store.briefs)."""
     schedule = config.schedule(job)
     zone = zone_of(schedule)
     fires = [
@@ -152,7 +140,7 @@ def job_out(daemon: Daemon, config: Config, job: Job, runs: list[dict[str, Any]]
 
 
 def job_detail(
-    daemon: Daemon, reader: HistoryStore, config: Config, job: Job, redactor: Redactor
+    daemon: Daemon, reader: Store, config: Config, job: Job, redactor: Redactor
 ) -> JobDetailOut:
     summary = job_out(daemon, config, job, reader.briefs([job.id], RECENT_RUNS)[job.id])
     definition = job.model_dump(mode="json", by_alias=True, exclude_unset=True)
@@ -173,7 +161,7 @@ def planned_fires(daemon: Daemon, job_id: str, count: int) -> list[datetime]:
     fire_job = daemon.scheduler.by_id.get(job_id)
     if fire_job is None or not fire_job.is_active:
         return []
-    fires = [fire_job.due_at]
+    fires = [fire_job.next_run]
     while len(fires) < count:
         try:
             fires.append(fire_job.plan(fires[-1]))
@@ -188,7 +176,7 @@ def run_out(record: dict[str, Any], redactor: Redactor) -> RunOut:
 
 
 def run_briefs(records: list[dict[str, Any]]) -> list[RunBrief]:
-    """Briefs of runs (HistoryStore.briefs), checked in one call: /jobs makes a thousand."""
+    """Briefs of runs (Store.briefs), checked in one call: /jobs makes a thousand."""
     return _BRIEFS.validate_python(
         [
             {

@@ -37,8 +37,8 @@ from poller.chainmodels import HttpEntry, entry_id
 from poller.clock import Clock, SystemClock
 from poller.conditions import evaluate
 from poller.config import Config, Job
-from poller.errors import CallError, ChainError, PollerError
-from poller.logs import RunLogger
+from poller.errors import CallError, ChainError, PollerError, RunStoppedError
+from poller.logs import RunLogger, run_context
 from poller.redaction import Redactor
 from poller.results import (
     RunResult,
@@ -91,6 +91,35 @@ def run_job(
     """
     clock = clock or SystemClock()
     run_id = run_id or new_run_id()
+    with run_context(job.id, run_id):  # the lines of lookup and transport carry the ids too
+        return _run_job(
+            job,
+            config,
+            clients,
+            run_id,
+            trigger,
+            scheduled_for,
+            input,
+            dry_run,
+            force,
+            clock,
+            http_session,
+        )
+
+
+def _run_job(
+    job: Job,
+    config: Config,
+    clients: ClientPool,
+    run_id: str,
+    trigger: Trigger,
+    scheduled_for: datetime | None,
+    input: dict[str, Any] | None,
+    dry_run: bool | None,
+    force: bool,
+    clock: Clock,
+    http_session: requests.Session | None,
+) -> RunResult:
     log = RunLogger(logger, job.id, run_id)
     started_at = clock.now()
     began = time.monotonic()
@@ -171,6 +200,9 @@ def run_job(
             if http_session is None and session is not None:
                 session.close()
         return finish("success" if stop is None else "failed", stop, steps, output)
+    except RunStoppedError as err:
+        log.warning("run interrupted: %s", err)
+        return finish("interrupted", str(err), steps, None)
     except Exception as err:  # the run boundary: a failure goes into the record
         log.exception("run failed unexpectedly")
         return finish("failed", cap_error(describe_error(err)), steps, None)
@@ -214,6 +246,11 @@ def _run_chain(
                 result = runner.run(
                     entry, data, request_id=request_id(base, s, e), deadline=deadline
                 )
+            except RunStoppedError as err:  # the daemon is stopping: the run ends here
+                records.append(
+                    StepResult(name, "failed", s, e, err.attempts, _ms_since(began), error=str(err))
+                )
+                raise
             # A step's failure is recorded and the chain decides what next; SystemExit too,
             # so a function calling sys.exit() cannot end a worker thread mid-run.
             except (Exception, SystemExit) as err:

@@ -6,7 +6,9 @@ reload or shutdown can wake a wait at once.
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import os
+import select
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -24,38 +26,81 @@ class Clock(Protocol):
         """End the current (or next) wait at once."""
         ...
 
+    def sleep(self, seconds: float) -> bool:
+        """Sleep `seconds` unless stop() comes first; True when stopped (a retry backoff)."""
+        ...
 
-class SystemClock:
-    """Wall-clock time. wake() ends every wait in progress, and the next wait of each thread
-    that was not waiting then.
+    def stop(self) -> None:
+        """Wake every wait and sleep for good: the daemon is stopping."""
+        ...
 
-    The loop and the HTTP retries' backoff share this clock. Each thread counts the wakes it
-    has seen, so one thread's wait never uses up a wake that another (the loop, told of a
-    reload or a stop while busy) has yet to see.
+
+class Wakeup:
+    """A wake-up any thread or signal handler may send, and one thread waits for.
+
+    A pipe, not a threading.Condition: signal handlers run on the main thread between
+    any two bytecodes, also inside a Condition's own notify, whose waiter list a second
+    notify then corrupts (seen: IndexError in notify_all under a burst of SIGHUPs). Writing
+    a byte to a pipe takes no lock. A wake sent while nobody waits ends the next wait.
     """
 
     def __init__(self) -> None:
-        # Re-entrant: SIGTERM's handler calls wake() on the main thread, which may be inside
-        # wait() at that moment, holding this lock.
-        self._woken = threading.Condition(threading.RLock())
-        self._wakes = 0
-        self._seen = threading.local()  # .wakes: the count at this thread's last wait
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # a full pipe: a wake is pending anyway
+            os.write(self._write, b"\0")
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True if woken (and the wake is used up)."""
+        ready, _, _ = select.select([self._read], [], [], max(seconds, 0.0))
+        if ready:
+            with contextlib.suppress(BlockingIOError):  # drained
+                while os.read(self._read, 4096):
+                    pass
+        return bool(ready)
+
+
+class SystemClock:
+    """Wall-clock time. wake() ends the loop's current (or next) wait; stop() ends every
+    wait and sleep, now and later.
+
+    The loop waits (a reload or a finished run wakes it); retry backoffs sleep, so that a
+    reload does not send every waiting retry at a failing platform together, while a stop
+    ends them at once. Both wake() and stop() are safe in a signal handler: no locks.
+    """
+
+    def __init__(self) -> None:
+        self._wakeup = Wakeup()
+        # Written once by stop() and never read: every select on it returns at once.
+        self._stopped_read, self._stopped_write = os.pipe()
+        self._is_stopped = False
 
     def now(self) -> datetime:
         return datetime.now(UTC)
 
     def wait(self, seconds: float) -> bool:
-        with self._woken:
-            seen = getattr(self._seen, "wakes", 0)
-            if self._wakes == seen:
-                self._woken.wait(max(seconds, 0.0))
-            self._seen.wakes = self._wakes
-            return self._wakes != seen
+        """The loop's wait (one thread only)."""
+        if self._is_stopped:
+            return True
+        return self._wakeup.wait(seconds)
 
     def wake(self) -> None:
-        with self._woken:
-            self._wakes += 1
-            self._woken.notify_all()
+        self._wakeup.set()
+
+    def sleep(self, seconds: float) -> bool:
+        if self._is_stopped:
+            return True
+        ready, _, _ = select.select([self._stopped_read], [], [], max(seconds, 0.0))
+        return bool(ready)
+
+    def stop(self) -> None:
+        if not self._is_stopped:
+            self._is_stopped = True
+            os.write(self._stopped_write, b"\0")
+        self._wakeup.set()
 
 
 class Flag:

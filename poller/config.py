@@ -96,6 +96,10 @@ class Settings(Model):
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_keep_days: int = Field(14, ge=1, description="Rotated daily log files kept.")
     state_db: str = Field("data/poller.db", description="SQLite run history, relative path ok.")
+    durability: Literal["normal", "full"] = Field(
+        "normal",
+        description='"full" makes every commit wait for the disk, so a power loss undoes none.',
+    )
     history_max_age_days: int = Field(30, ge=1, description="Runs older than this are pruned.")
     history_max_runs_per_job: int = Field(1000, ge=1, description="Newest runs kept per job.")
     shutdown_grace_seconds: float = Field(

@@ -1,83 +1,70 @@
-"""The daemon's state: jobs on the scheduler, the worker pool, max_instances, catch-up and reload.
+"""The daemon's core: `tick(now)` turns due fires into claimed records and handed-off runs.
 
-The loop itself lives in app.py; this module decides what a due fire becomes (a run, a
-catch-up, a skipped record) and hands runs to a bounded pool, never running a chain on
-the loop thread. Every decision lands in the run history.
+One wake, in order: the scheduler (poller.scheduling) yields each due job; `_decide` says
+what its fires become (a run, a catch-up backlog, skipped records for misfires,
+coalesced fires and a full max_instances); the store claims every decided fire in one
+transaction, with its first record; only then are the runs handed to the worker pool.
+If that transaction cannot be written (a full disk), nothing of the wake is kept: the
+fires stay due, no run starts unclaimed, and the next ticks retry until the store
+recovers, when the usual misfire rules judge how late each fire is. A chain never runs
+on the loop thread.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
-import threading
-import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from lookup import ClientPool
 from poller import chain
 from poller.clock import Clock
-from poller.config import Config, Job, Schedule
-from poller.history import HistoryStore, JobState
-from poller.pool import WorkerPool
+from poller.config import Config, Job
+from poller.executors.local import LocalExecutor
+from poller.plans import Planned, ReloadSummary, grid_of, plan_jobs
 from poller.redaction import Redactor
 from poller.results import RunResult, Trigger, new_run_id, skipped_result, started_result
 from poller.scheduling import FireJob, HeapScheduler
-from poller.timing import NeverFiresError, fires_between, next_fire
+from poller.store import Claim, Store, StoreError
+from poller.timing import NeverFiresError, fires_between
 
 log = logging.getLogger(__name__)
 
 STARTUP_LOG_JOBS = 50
 """Start-up logs the next fire of this many jobs, then a count of the rest."""
 MAX_CATCH_UP_RUNS = 100
-"""When not coalescing, at most this many missed fires are run after downtime."""
+"""When not coalescing, at most this many missed fires of a job wait to run after downtime."""
 CATCH_UP_SCAN_LIMIT = 10_000
 """Missed fires counted one by one; past this many the rest are skipped as one misfire."""
 ON_TIME_SECONDS = 1.0
 """A single fire handed off within this lateness counts as `schedule`, later as `catch-up`."""
+MAX_WAIT_SECONDS = 30.0
+"""No wait is longer, so a wall-clock jump or a suspend is noticed soon."""
+LATE_WAKE_SECONDS = 5.0
+"""Waking later than planned by more than this is logged (suspend, stall, clock jump)."""
+CLAIM_RETRY_SECONDS = 1.0
+"""While the store fails, claims are tried again this often."""
+REPORT_EVERY = timedelta(minutes=1)
+"""While the store fails, one line this often says what is pending (log and stderr)."""
+PRUNE_EVERY = timedelta(hours=1)
+STALL_SECONDS = 90.0
+"""/health calls the loop stalled when it has not ticked for this long."""
 
 RunChain = Callable[..., RunResult]
 
 
-def definition_of(config: Config, job: Job) -> str:
-    """A fingerprint of what a job does and when; a reload reschedules a job when it changes."""
-    digest = hashlib.sha256(job.model_dump_json(by_alias=True).encode())
-    digest.update(str(job.timezone or config.settings.timezone).encode())
-    return digest.hexdigest()[:16]
+@dataclass(slots=True)
+class _Wake:
+    """What one tick decided, kept apart until its claims are committed."""
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Planned:
-    """A scheduled job: what runs, when, and the instant its `every` fires count from."""
-
-    job: Job
-    schedule: Schedule
-    anchor: datetime
-
-    def after(self, instant: datetime) -> datetime:
-        """Its next fire strictly after `instant`."""
-        return next_fire(self.schedule, instant, self.anchor)
-
-    __call__ = after  # the plan its FireJob follows, without a bound method per job
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReloadSummary:
-    added: tuple[str, ...]
-    changed: tuple[str, ...]
-    removed: tuple[str, ...]
-    unchanged: int
-
-    def __str__(self) -> str:
-        def names(ids: tuple[str, ...]) -> str:
-            return ", ".join(ids) if ids else "none"
-
-        return (
-            f"added {names(self.added)}; changed {names(self.changed)}; "
-            f"removed {names(self.removed)}; {self.unchanged} unchanged"
-        )
+    now: datetime
+    claims: list[Claim] = field(default_factory=list)
+    starts: list[Job | None] = field(default_factory=list)  # per claim: the job it starts
+    lines: list[tuple[int, str]] = field(default_factory=list)  # per claim: its log line
+    moved: list[tuple[FireJob, datetime]] = field(default_factory=list)  # job, previous due
+    backlogs: dict[str, list[datetime]] = field(default_factory=dict)  # before this wake
 
 
 class Daemon:
@@ -86,49 +73,54 @@ class Daemon:
     def __init__(
         self,
         config: Config,
-        store: HistoryStore,
+        store: Store,
         clock: Clock,
         run_chain: RunChain = chain.run_job,
         redactor: Redactor | None = None,
+        report: Callable[[str], None] = lambda line: None,
     ) -> None:
+        """`report` is told, besides the log, what the operator must see (a failing store)."""
         self.config = config
+        self.report = report
         self.store = store
         self.clock = clock
-        self.run_chain = run_chain
         self.redactor = redactor or Redactor(config.secret_values())
         self.scheduler = HeapScheduler(clock)
-        self.clients = ClientPool(config.environments, redactor=self.redactor)
-        self.pool = WorkerPool(config.settings.max_workers, thread_name_prefix="run")
-        self._inflight: dict[str, int] = {}
-        self._idle = threading.Condition(threading.Lock())
+        self.clients = ClientPool(config.environments, clock, redactor=self.redactor)
+        self.executor = LocalExecutor(
+            config.settings.max_workers, store, clock, run_chain, on_done=self._run_ended
+        )
         self._planned: dict[str, Planned] = {}
+        self._backlog: dict[str, deque[datetime]] = {}  # catch-up fires waiting for a slot
         self._fire = self._on_fire  # one bound method for every FireJob
-        self.started_at = clock.now()
-        self.last_tick, self.reloads = self.started_at, {"applied": 0, "failed": 0}
+        self._wake: _Wake | None = None
+        self.started_at = self.last_tick = clock.now()
+        self._planned_wake: datetime | None = None
+        self._pruned_at = self.started_at - PRUNE_EVERY
+        self.store_failing: tuple[datetime, str] | None = None  # since, why
+        self._reported_at: datetime | None = None
+        self.is_stopping = False
+        self.reloads = {"applied": 0, "failed": 0}
 
     # --- start and reload -------------------------------------------------------------
 
     def start(self) -> None:
         """Mark crashed runs, schedule every job (catching up after downtime), run_on_start."""
         now = self.clock.now()
-        interrupted = self.store.mark_interrupted("the daemon stopped during the run", now)
-        interrupted += self.store.mark_lost_fires(now)
+        interrupted = self.store.mark_interrupted(
+            "the daemon stopped during the run, or before the run's end was written", now
+        )
         if interrupted:
             log.warning(
                 "%d run(s) left running by the last daemon are now interrupted", interrupted
             )
-        states = self.store.job_states()
-        with self.store.transaction():
-            new_states: list[tuple[str, str, datetime]] = []
-            for job in self.config.jobs:
-                self._schedule(job, states.get(job.id), now, catch_up=True, new_states=new_states)
-            self.store.save_job_states(new_states)
-            for job in self.config.jobs:
-                if job.enabled and job.run_on_start:
-                    self.dispatch(job, now, "startup")
+        self._plan(self.config.jobs, now, catch_up=True)
+        for job in self.config.jobs:
+            if job.enabled and job.run_on_start:
+                self.trigger(job, "startup")
         for job in self.config.jobs[:STARTUP_LOG_JOBS]:
             fire_job = self.scheduler.by_id.get(job.id)
-            when = fire_job.due_at.isoformat() if fire_job else "never (disabled)"
+            when = fire_job.next_run.isoformat() if fire_job else "never (disabled)"
             log.info("job %s (%s): next fire %s", job.id, job.label, when)
         if len(self.config.jobs) > STARTUP_LOG_JOBS:
             log.info(
@@ -137,180 +129,167 @@ class Daemon:
             )
 
     def apply(self, config: Config) -> ReloadSummary:
-        """Apply a new valid config: reschedule changed and new jobs, stop removed ones."""
+        """Apply a new valid config: jobs whose fire grid changed, or that were resumed,
+        are scheduled anew; any other change takes effect at the job's next fire."""
         now = self.clock.now()
-        old = {job.id: definition_of(self.config, job) for job in self.config.jobs}
-        new = {job.id: definition_of(config, job) for job in config.jobs}
-        added = tuple(job_id for job_id in new if job_id not in old)
-        changed = tuple(job_id for job_id in new if job_id in old and old[job_id] != new[job_id])
-        removed = tuple(job_id for job_id in old if job_id not in new)
+        old, self.config = self.config, config
+        summary = ReloadSummary.between(old.jobs, config.jobs)
         self.redactor.configure(config.secret_values())
-        if config.environments != self.config.environments:
-            self.clients = ClientPool(config.environments, redactor=self.redactor)
-        for setting in ("max_workers", "state_db", "log_file", "log_format", "api"):
-            if getattr(config.settings, setting) != getattr(self.config.settings, setting):
+        if config.environments != old.environments:
+            self.executor.retire(self.clients)
+            self.clients = ClientPool(config.environments, self.clock, redactor=self.redactor)
+        for setting in ("max_workers", "state_db", "durability", "log_file", "log_format", "api"):
+            if getattr(config.settings, setting) != getattr(old.settings, setting):
                 log.warning(
                     "settings.%s changed; it takes effect when the daemon restarts", setting
                 )
-        self.config = config
-        for job_id in removed:
-            fire_job = self.scheduler.by_id.get(job_id)
-            if fire_job is not None:
-                self.scheduler.cancel_job(fire_job)
-            self._planned.pop(job_id, None)
+        for job_id in summary.removed:
+            self._unschedule(job_id)
+        replan = []
+        for job in config.jobs:
+            before, planned = old.job_map.get(job.id), self._planned.get(job.id)
+            same_grid = before is not None and grid_of(old, before) == grid_of(config, job)
+            if same_grid and job.enabled and planned is not None:  # its next fire stays
+                self._planned[job.id] = Planned(job, planned.schedule, planned.anchor)
+            else:  # new, a new grid, paused, or resumed (from its next slot, no catch-up)
+                replan.append(job)
+        self._plan(replan, now, catch_up=False)
+        return summary
+
+    def _plan(self, jobs: list[Job], now: datetime, *, catch_up: bool) -> None:
+        """Put jobs on the scheduler from their stored states; new grids get a new anchor."""
         states = self.store.job_states()
-        with self.store.transaction():
-            new_states: list[tuple[str, str, datetime]] = []
-            for job in config.jobs:
-                if job.id in added or job.id in changed:
-                    self._schedule(
-                        job, states.get(job.id), now, catch_up=False, new_states=new_states
-                    )
-                elif job.id in self._planned:  # same definition: keep its fire, take the object
-                    self._planned[job.id] = dataclasses.replace(self._planned[job.id], job=job)
-            self.store.save_job_states(new_states)
-        return ReloadSummary(added, changed, removed, len(new) - len(added) - len(changed))
+        plans, new_states = plan_jobs(self.config, jobs, states, now)
+        self.store.save_job_states(new_states)
+        for job in jobs:
+            self._unschedule(job.id)
+            planned = plans.get(job.id)
+            if planned is None:  # disabled
+                continue
+            state = new_states.get(job.id) or states[job.id]
+            last = state.last_fire if catch_up else None
+            try:
+                due_at = planned.after(last or now)
+            except NeverFiresError as err:
+                log.error("job %s is not scheduled: %s", job.id, err)
+                continue
+            self._planned[job.id] = planned
+            self.scheduler.add(job.id, planned, due_at, self._fire)
 
-    def _schedule(
-        self,
-        job: Job,
-        state: JobState | None,
-        now: datetime,
-        *,
-        catch_up: bool,
-        new_states: list[tuple[str, str, datetime]],
-    ) -> None:
-        """Put `job` on the scheduler; a new or changed job's state goes to `new_states`.
+    def _unschedule(self, job_id: str) -> None:
+        fire_job = self.scheduler.by_id.get(job_id)
+        if fire_job is not None:
+            self.scheduler.cancel_job(fire_job)
+        self._planned.pop(job_id, None)
+        self._backlog.pop(job_id, None)
 
-        A new or changed job's `every` counts from `now` in whole seconds (readable fire
-        times), an anchor the jobs of one start or reload share.
-        """
-        definition = definition_of(self.config, job)
-        if state is None or state.definition != definition:
-            anchor = new_states[-1][2] if new_states else now.replace(microsecond=0)
-            state = JobState(definition, anchor, last_fire=None)
-            new_states.append((job.id, definition, anchor))
-        existing = self.scheduler.by_id.get(job.id)
-        if existing is not None:
-            self.scheduler.cancel_job(existing)
-        self._planned.pop(job.id, None)
-        if not job.enabled:
-            return
-        planned = Planned(job, self.config.schedule(job), state.anchor)
+    # --- the wake ---------------------------------------------------------------------
+
+    def tick(self, now: datetime) -> float:
+        """Claim, decide and hand off every fire due at `now`; seconds until the next wake."""
+        self.last_tick = now
+        planned, self._planned_wake = self._planned_wake, None
+        if planned is not None and (now - planned).total_seconds() > LATE_WAKE_SECONDS:
+            log.warning(
+                "the loop woke %.1fs late (suspend, stall or clock jump); "
+                "missed fires follow the misfire rules",
+                (now - planned).total_seconds(),
+            )
+        wake = self._wake = _Wake(now)
         try:
-            due_at = planned.after(state.last_fire if catch_up and state.last_fire else now)
-        except NeverFiresError as err:
-            log.error("job %s is not scheduled: %s", job.id, err)
-            return
-        self._planned[job.id] = planned
-        self.scheduler.add(job.id, planned, due_at, self._fire)
+            self.scheduler.run_pending()
+            for job_id in list(self._backlog):
+                self._drain(job_id, now, wake)
+        finally:
+            self._wake = None
+        if wake.claims and not self._commit(wake, now):
+            return self._planned_for(CLAIM_RETRY_SECONDS)
+        if now - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at = now
+            self._prune(now)
+        idle = self.scheduler.idle_seconds
+        return self._planned_for(MAX_WAIT_SECONDS if idle is None else idle)
 
-    # --- firing -----------------------------------------------------------------------
+    def _planned_for(self, wait: float) -> float:
+        wait = min(max(wait, 0.0), MAX_WAIT_SECONDS)
+        self._planned_wake = self.clock.now() + timedelta(seconds=wait)
+        return wait
 
     def _on_fire(self, fire_job: FireJob) -> None:
-        """Called by the scheduler on the loop thread: decide and hand off; never raises."""
-        try:
-            self._handle_fire(fire_job)
-        except Exception:
-            log.exception(
-                "job %s: could not hand off its fire at %s",
-                fire_job.job_id,
-                fire_job.due_at.isoformat(),
-            )
-
-    def _handle_fire(self, fire_job: FireJob) -> None:
+        """The scheduler's callback for a due job, on the loop thread: decide only."""
+        wake = self._wake
         planned = self._planned.get(fire_job.job_id)
-        if planned is None:
+        if wake is None or planned is None:
             self.scheduler.cancel_job(fire_job)
             return
-        job = planned.job
-        now = self.clock.now()
-        upcoming = planned.after(fire_job.due_at)
-        if upcoming > now:
+        wake.moved.append((fire_job, fire_job.next_run))
+        self._decide(planned, fire_job, wake.now, wake)
+
+    def _decide(self, planned: Planned, fire_job: FireJob, now: datetime, wake: _Wake) -> None:
+        job, due = planned.job, fire_job.next_run
+        upcoming = planned.after(due)
+        if upcoming > now:  # one fire is due: the usual case
             fire_job.upcoming = upcoming
-            late = (now - fire_job.due_at).total_seconds()
+            late = (now - due).total_seconds()
             if late <= ON_TIME_SECONDS and late <= job.misfire_grace_seconds:
-                self.dispatch(job, fire_job.due_at, "schedule", now)  # the usual case
+                self._start_or_skip(job, due, "schedule", now, wake)
                 return
-            fires = [fire_job.due_at]
+            fires = [due]
         else:
             fires = [
-                fire_job.due_at,
+                due,
                 *fires_between(
-                    planned.schedule,
-                    fire_job.due_at,
-                    now,
-                    planned.anchor,
-                    limit=CATCH_UP_SCAN_LIMIT,
+                    planned.schedule, due, now, planned.anchor, limit=CATCH_UP_SCAN_LIMIT
                 ),
             ]
+            fire_job.upcoming = (
+                now if len(fires) > CATCH_UP_SCAN_LIMIT else planned.after(fires[-1])
+            )
         grace = timedelta(seconds=job.misfire_grace_seconds)
         missed = [f for f in fires if now - f > grace]
-        in_time = [f for f in fires if now - f <= grace]
-        single_on_time = len(fires) == 1 and (now - fires[0]).total_seconds() <= ON_TIME_SECONDS
-        trigger: Trigger = "schedule" if single_on_time else "catch-up"
+        in_time = fires[len(missed) :]
+        trigger: Trigger = "catch-up"
         if missed:
             why = f"misfire, more than {job.misfire_grace_seconds:g}s late"
-            self._skip_fires(job, missed, why, trigger, now, logging.WARNING)
-        to_run = in_time[-1:] if job.coalesce else in_time[-MAX_CATCH_UP_RUNS:]
-        not_run = in_time[: len(in_time) - len(to_run)]
-        if not_run:
+            self._skip(job, missed, why, trigger, now, wake, logging.WARNING)
+        keep = 1 if job.coalesce else MAX_CATCH_UP_RUNS
+        if len(in_time) > keep:
             why = (
-                f"coalesced with the fire at {to_run[0].isoformat()}"
+                f"coalesced with the fire at {in_time[-1].isoformat()}"
                 if job.coalesce
                 else f"over the catch-up limit of {MAX_CATCH_UP_RUNS}"
             )
-            self._skip_fires(job, not_run, why, trigger, now, logging.INFO)
-        for scheduled_for in to_run:
-            self.dispatch(job, scheduled_for, trigger)
-        fire_job.due_at = now if len(fires) > CATCH_UP_SCAN_LIMIT else fires[-1]
+            self._skip(job, in_time[:-keep], why, trigger, now, wake, logging.INFO)
+            in_time = in_time[-keep:]
+        for scheduled_for in in_time:
+            self._start_or_skip(job, scheduled_for, trigger, now, wake)
 
-    def _skip_fires(
-        self,
-        job: Job,
-        fires: list[datetime],
-        why: str,
-        trigger: Trigger,
-        now: datetime,
-        level: int,
+    def _start_or_skip(
+        self, job: Job, scheduled_for: datetime, trigger: Trigger, now: datetime, wake: _Wake
     ) -> None:
-        """One skipped record (and log line) for a series of fires that will not run."""
-        reason = (
-            f"{why}: {len(fires)} fire(s) from {fires[0].isoformat()} to {fires[-1].isoformat()}"
-        )
-        log.log(level, "job %s: %s", job.id, reason)
-        if self.store.claim_fire(job.id, fires[-1]):
-            self.store.save_later(
-                skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=fires[-1])
-            )
+        """Start the fire if max_instances allows, else skip it; a fire of a job that does
+        not coalesce waits in its backlog behind earlier catch-up fires instead."""
+        backlog = self._backlog.get(job.id)
+        if not job.coalesce and (backlog or (trigger == "catch-up" and self.executor.is_full(job))):
+            if backlog is None:
+                backlog = self._backlog[job.id] = deque()
+            wake.backlogs.setdefault(job.id, list(backlog))
+            if len(backlog) < MAX_CATCH_UP_RUNS:
+                backlog.append(scheduled_for)
+            else:
+                why = f"over the catch-up limit of {MAX_CATCH_UP_RUNS} waiting fires"
+                self._skip(job, [scheduled_for], why, trigger, now, wake, logging.INFO)
+            return
+        self._start(job, scheduled_for, trigger, now, wake)
 
-    def dispatch(
-        self, job: Job, scheduled_for: datetime, trigger: Trigger, now: datetime | None = None
-    ) -> str | None:
-        """Start a run of `job` on the pool; returns its run id, or None when not started.
-
-        A scheduled fire (trigger schedule or catch-up) is claimed first, so it runs once.
-        `now` is the caller's reading of the clock, when it has one.
-        """
-        now = now or self.clock.now()
-        if trigger in ("schedule", "catch-up") and not self.store.claim_fire(job.id, scheduled_for):
-            log.warning(
-                "job %s: the fire at %s was already handled; not run twice",
-                job.id,
-                scheduled_for.isoformat(),
-            )
-            return None
-        with self._idle:
-            running = self._inflight.get(job.id, 0)
-            if running < job.max_instances:
-                self._inflight[job.id] = running + 1
-        if running >= job.max_instances:
-            reason = f"already running ({running} of max_instances {job.max_instances})"
-            log.info("job %s: fire at %s skipped: %s", job.id, scheduled_for.isoformat(), reason)
-            self.store.save_later(
-                skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=scheduled_for)
-            )
-            return None
+    def _start(
+        self, job: Job, scheduled_for: datetime, trigger: Trigger, now: datetime, wake: _Wake
+    ) -> None:
+        running = self.executor.reserve(job)  # now, so a later fire of this wake sees it
+        if running is not None:
+            why = f"already running ({running} of max_instances {job.max_instances})"
+            self._skip(job, [scheduled_for], why, trigger, now, wake, logging.INFO, series=False)
+            return
         record = started_result(
             job.id,
             trigger=trigger,
@@ -318,78 +297,184 @@ class Daemon:
             scheduled_for=scheduled_for,
             run_id=new_run_id(),
         )
-        self.store.save_later(record)
-        self.pool.submit(self._run, job, self.config, self.clients, record)
+        wake.claims.append(Claim(job.id, scheduled_for, record))
+        wake.starts.append(job)
+        wake.lines.append((logging.NOTSET, ""))
+
+    def _drain(self, job_id: str, now: datetime, wake: _Wake) -> None:
+        """Start waiting catch-up fires of a job, oldest first, while max_instances allows."""
+        backlog, planned = self._backlog[job_id], self._planned.get(job_id)
+        if planned is None:
+            return
+        wake.backlogs.setdefault(job_id, list(backlog))
+        while backlog and not self.executor.is_full(planned.job):
+            self._start(planned.job, backlog.popleft(), "catch-up", now, wake)
+        if not backlog:
+            del self._backlog[job_id]
+
+    def _skip(
+        self,
+        job: Job,
+        fires: list[datetime],
+        why: str,
+        trigger: Trigger,
+        now: datetime,
+        wake: _Wake,
+        level: int,
+        *,
+        series: bool = True,
+    ) -> None:
+        """One skipped record (and log line) for a series of fires that will not run."""
+        reason = why
+        if series:
+            span = f"{fires[0].isoformat()} to {fires[-1].isoformat()}"
+            reason = f"{why}: {len(fires)} fire(s) from {span}"
+        record = skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=fires[-1])
+        wake.claims.append(Claim(job.id, fires[-1], record))
+        wake.starts.append(None)
+        if series:
+            wake.lines.append((level, f"job {job.id}: {reason}"))
+        else:
+            wake.lines.append(
+                (level, f"job {job.id}: fire at {fires[-1].isoformat()} skipped: {reason}")
+            )
+
+    def _commit(self, wake: _Wake, now: datetime) -> bool:
+        """Claim the wake's fires; hand off what was claimed, or undo the whole wake."""
+        try:
+            claimed = self.store.claim(wake.claims)
+        except StoreError as err:
+            self._undo(wake)
+            self._store_failed(now, err)
+            return False
+        if self.store_failing is not None:
+            since, _ = self.store_failing
+            log.warning(
+                "the state database is writable again (failing since %s)", since.isoformat()
+            )
+            self.store_failing = self._reported_at = None
+        for claim, job, (level, line), is_claimed in zip(
+            wake.claims, wake.starts, wake.lines, claimed, strict=True
+        ):
+            if not is_claimed:
+                log.warning(
+                    "job %s: the fire at %s was already handled; not run twice",
+                    claim.job_id,
+                    claim.scheduled_for.isoformat(),
+                )
+                if job is not None:
+                    self.executor.release(job.id)
+            elif job is not None:
+                self.executor.submit(job, self.config, self.clients, claim.record)
+            else:
+                log.log(level, "%s", line)
+        return True
+
+    def _undo(self, wake: _Wake) -> None:
+        for fire_job, previous in reversed(wake.moved):
+            self.scheduler.reschedule(fire_job, previous)
+        for job_id, backlog in wake.backlogs.items():
+            if backlog:
+                self._backlog[job_id] = deque(backlog)
+            else:
+                self._backlog.pop(job_id, None)
+        for job in wake.starts:
+            if job is not None:
+                self.executor.release(job.id)
+
+    def _store_failed(self, now: datetime, err: StoreError) -> None:
+        if self.store_failing is None:
+            self.store_failing = (now, str(err))
+        since = self.store_failing[0]
+        self.store_failing = (since, str(err))
+        if self._reported_at is None or now - self._reported_at >= REPORT_EVERY:
+            self._reported_at = now
+            pending = sorted({fire_job.job_id for fire_job in self.scheduler.due_jobs(now)})
+            line = (
+                f"the state database cannot be written since {since.isoformat()} ({err.cause}); "
+                f"{len(pending)} job(s) have fires pending, none is run unclaimed: "
+                f"{', '.join(pending[:10])}{' …' if len(pending) > 10 else ''}"
+            )
+            log.error("%s", line)
+            self.report(line)  # the log may be on that disk
+
+    def _prune(self, now: datetime) -> None:
+        settings = self.config.settings
+        try:
+            deleted = self.store.prune(
+                settings.history_max_age_days, settings.history_max_runs_per_job, now
+            )
+        except StoreError as err:
+            log.error("history: pruning failed (%s); tried again in an hour", err)
+            return
+        if deleted:
+            log.info("history: pruned %d old run(s)", deleted)
+
+    # --- runs -------------------------------------------------------------------------
+
+    def trigger(self, job: Job, trigger: Trigger = "manual") -> str | None:
+        """Start an unscheduled run (manual, startup) now; its run id, or None when
+        max_instances is full. Raises StoreError when its record cannot be written and
+        RuntimeError when the pool is shut down."""
+        if not self.executor.is_alive():
+            raise RuntimeError("the worker pool is shut down")
+        if self.executor.reserve(job) is not None:
+            return None
+        record = started_result(job.id, trigger=trigger, started_at=self.clock.now())
+        try:
+            self.store.save(record)
+        except StoreError:
+            self.executor.release(job.id)
+            raise
+        self.executor.submit(job, self.config, self.clients, record)
         return record.run_id
 
-    def _run(self, job: Job, config: Config, clients: ClientPool, record: RunResult) -> None:
-        try:
-            result = self.run_chain(
-                job,
-                config,
-                clients,
-                run_id=record.run_id,
-                trigger=record.trigger,
-                scheduled_for=record.scheduled_for,
-                clock=self.clock,
-            )
-            self.store.save_later(result)
-        except Exception:
-            log.exception("job %s: run %s could not be recorded", job.id, record.run_id)
-        finally:
-            with self._idle:
-                self._inflight[job.id] -= 1
-                self._idle.notify_all()
+    def _run_ended(self, job_id: str) -> None:
+        if job_id in self._backlog:
+            self.clock.wake()  # a slot is free: the loop starts the next waiting fire
 
     # --- state for the loop, the API and shutdown ---------------------------------------
 
     def inflight(self) -> int:
-        with self._idle:
-            return sum(self._inflight.values())
+        return self.executor.inflight()
+
+    def running(self, job_id: str) -> int:
+        """Runs of this job going on now."""
+        return self.executor.running(job_id)
 
     def stop(self, grace_seconds: float) -> int:
         """Stop firing; let runs finish up to the grace period; mark the rest interrupted.
 
         Returns how many runs were still going when the grace period ended.
         """
+        self.is_stopping = True
         self.scheduler.clear()
-        deadline = time.monotonic() + grace_seconds
-        with self._idle:
-            while sum(self._inflight.values()) and time.monotonic() < deadline:
-                self._idle.wait(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
-            left = sum(self._inflight.values())
-        self.pool.shutdown()
+        left = self.executor.stop(grace_seconds)
         self.store.flush()
         if left:
             self.store.mark_interrupted("the daemon was stopped during the run", self.clock.now())
+        self.clients.close()
         return left
 
-    def status(self) -> dict[str, Any]:
-        due = self.scheduler.next_due()
-        return {
-            "jobs": len(self.scheduler.by_id),
-            "next_fire": due.isoformat() if due else None,
-            "inflight": self.inflight(),
-        }
-
-    # --- for the HTTP API (poller.api) ------------------------------------------------
-
-    def trigger(self, job: Job) -> str | None:
-        """Run a job now (trigger "manual"); its run id, or None while max_instances is full.
-
-        Raises:
-            RuntimeError: the pool is shut down (the daemon is stopping).
-        """
-        return self.dispatch(job, self.clock.now(), "manual")
-
-    def running(self, job_id: str) -> int:
-        """Runs of this job going on now."""
-        with self._idle:
-            return self._inflight.get(job_id, 0)
-
-    def pool_alive(self) -> bool:
-        """False once the worker pool is shut down (stopping, or stopped)."""
-        return not self.pool.is_shut_down
+    def health(self, now: datetime) -> tuple[str, str | None]:
+        """("healthy" | "unhealthy" | "stopping", why not healthy), as GET /health says."""
+        if self.is_stopping:
+            return "stopping", "the daemon is stopping: no new fires; runs are finishing"
+        if not self.executor.is_alive():
+            return "unhealthy", "the worker pool is shut down"
+        age = (now - self.last_tick).total_seconds()
+        if age > STALL_SECONDS:
+            return "unhealthy", f"the scheduler loop has not run for {age:.0f}s"
+        if self.store_failing is not None:
+            since, why = self.store_failing
+            return (
+                "unhealthy",
+                f"the state database cannot be written since {since.isoformat()}: {why}",
+            )
+        failing = self.store.failing()
+        if failing is not None:
+            return "unhealthy", f"the state database: {failing}"
+        return "healthy", None
 
     def count_reload(self, applied: bool) -> None:
         """Note a reload's outcome, for /status and /metrics."""

@@ -65,12 +65,14 @@ class PollerError(Exception):
 
 
 class StateFileError(PollerError):
-    """A state file (the history, the fire ledger) that cannot be opened; it is left as it is."""
+    """A state file that cannot be opened (or migrated); it is left as it is."""
 
-    def __init__(self, path: Path, cause: BaseException) -> None:
+    def __init__(self, path: Path, cause: BaseException, advice: str | None = None) -> None:
         self.path = path
         reason = getattr(cause, "strerror", None) or str(cause)
-        if (
+        if advice is not None:
+            pass
+        elif (
             isinstance(cause, sqlite3.DatabaseError)
             and "database" in reason
             and ("not a database" in reason or "malformed" in reason)
@@ -126,6 +128,19 @@ class CallError(PollerError):
         if body_excerpt:
             message += f": {body_excerpt}"
         super().__init__(message)
+
+
+class RunStoppedError(PollerError):
+    """The daemon stopped while a call waited to retry; its run ends `interrupted`."""
+
+    def __init__(self, environment: str, target: str, attempts: int) -> None:
+        self.environment = environment
+        self.target = target
+        self.attempts = attempts
+        super().__init__(
+            f"stopped during retry backoff: {environment}: {target} after {attempts} "
+            f"attempt{'s' if attempts != 1 else ''}"
+        )
 
 
 class ChainError(PollerError):

@@ -13,7 +13,9 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from logging.handlers import TimedRotatingFileHandler
 from pathlib import Path
 from typing import Any
@@ -37,12 +39,25 @@ class RunLogger(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
+_RUN: ContextVar[tuple[str, str]] = ContextVar("poller_run", default=("-", "-"))
+
+
+@contextmanager
+def run_context(job_id: str, run_id: str) -> Iterator[None]:
+    """Lines logged inside (by any module, on this thread) carry this job and run id."""
+    token = _RUN.set((job_id, run_id))
+    try:
+        yield
+    finally:
+        _RUN.reset(token)
+
+
 class ContextFilter(logging.Filter):
-    """Gives every record job_id/run_id, so formats can always name them."""
+    """Gives every record job_id/run_id (the run it is logged in, or a dash)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.__dict__.setdefault("job_id", "-")
-        record.__dict__.setdefault("run_id", "-")
+        if "job_id" not in record.__dict__:
+            record.job_id, record.run_id = _RUN.get()
         return True
 
 

@@ -1,21 +1,26 @@
-"""Hot reload: watch the config's folder, and turn a burst of file events into one settled read.
+"""Hot reload: watch the config's folder, and turn a burst of file events into one parsed config.
 
-The watchdog callback only signals (sets a flag and wakes the loop); the loop thread calls
-`ConfigReloader.settle_and_read`, which waits for the file to stop changing and skips a
-save whose content is unchanged. Parsing and applying stay with the caller.
+The watchdog callback and SIGHUP only signal (set a flag, wake the clock). The reloader's
+own thread waits for the file to stop changing, skips a save whose content is unchanged,
+parses it, and leaves the result (a Config, or the ConfigError) for the loop to take:
+the loop thread only applies, so a burst of saves or signals never delays a fire.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from poller.clock import Clock, Flag
+from poller.clock import Clock, Flag, Wakeup
+from poller.config import Config
+from poller.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +73,18 @@ def link_chain(path: Path) -> set[str]:
 class ConfigWatcher:
     """Watches a config file's folder; `pending` is set whenever the file may have changed."""
 
-    def __init__(self, path: Path, clock: Clock) -> None:
+    def __init__(self, path: Path) -> None:
         # Not resolved: a symlinked config is followed anew at every read.
         self.path = path.absolute()
-        self.clock = clock
         self.pending = Flag()  # SIGHUP's handler sets it too
+        self.changed = Wakeup()
         self._observer = Observer()
         self._observer.schedule(_Handler(self.path, self.signal), str(self.path.parent))
 
     def signal(self) -> None:
-        """Note a possible change and wake the loop (also what SIGHUP calls)."""
+        """Note a possible change and wake the reloader (also what SIGHUP calls)."""
         self.pending.set()
-        self.clock.wake()
+        self.changed.set()
 
     def start(self) -> None:
         self._observer.daemon = True
@@ -90,23 +95,71 @@ class ConfigWatcher:
 
 
 class ConfigReloader:
-    """Reads the config file once it has settled; tells whether its content is new."""
+    """Reads the config file once it has settled, on a thread of its own, and parses it."""
 
-    def __init__(self, watcher: ConfigWatcher, clock: Clock, initial: bytes) -> None:
+    def __init__(
+        self,
+        watcher: ConfigWatcher,
+        clock: Clock,
+        initial: bytes,
+        parse: Callable[[str], Config],
+    ) -> None:
         self.watcher = watcher
         self.clock = clock
         self.seen_hash = _digest(initial)
+        self.parse = parse
+        self.forced = Flag()  # SIGHUP: reload even when the content is the same
+        self._ready: Config | ConfigError | None = None
+        self._ready_lock = threading.Lock()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="config-reload", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.watcher.changed.set()
+
+    def take(self) -> Config | ConfigError | None:
+        """The newest parsed save (or why it is invalid) not yet taken, else None."""
+        with self._ready_lock:
+            ready, self._ready = self._ready, None
+        return ready
+
+    def _run(self) -> None:
+        while not self._stopped:
+            if not self.watcher.pending.is_set():
+                self.watcher.changed.wait(MAX_SETTLE_SECONDS)
+                continue
+            forced = self.forced.is_set()
+            self.forced.clear()
+            try:
+                text = self.settle_and_read(force=forced)
+                if text is None:
+                    continue
+                try:
+                    ready: Config | ConfigError = self.parse(text)
+                except ConfigError as err:
+                    ready = err
+                with self._ready_lock:
+                    self._ready = ready
+            except Exception:  # the reload boundary: this thread outlives any failure
+                log.exception("reading %s failed; keeping the last good config", self.watcher.path)
+                continue
+            self.clock.wake()  # the loop applies it
 
     def settle_and_read(self, force: bool = False) -> str | None:
         """Wait until the file stops changing and return its text, or None when unchanged.
 
         `force` (SIGHUP) returns the text even when its content is the same as last time.
         """
-        started = self.clock.now()
+        started = time.monotonic()
         while True:
             self.watcher.pending.clear()
-            self.clock.wait(QUIET_SECONDS)
-            waited = (self.clock.now() - started).total_seconds()
+            if self.clock.sleep(QUIET_SECONDS):
+                return None  # stopping
+            waited = time.monotonic() - started
             if not self.watcher.pending.is_set() or waited > MAX_SETTLE_SECONDS:
                 break
         try:

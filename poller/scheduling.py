@@ -1,15 +1,19 @@
-"""The bridge to `schedule`: the only code that touches schedule.Scheduler and Job.next_run.
+"""The bridge to `schedule`: the only code that touches schedule.Scheduler and schedule.Job.
 
-`schedule` plans runs itself and compares naive local `datetime.now()` values, which
-drifts (the next run counts from when the last one finished) and misfires in a repeated
-DST hour. So each job here gets its fire instants from `timing.next_fire` (aware UTC,
-nominal, never from when a run finished), and the scheduler keeps jobs in a heap by due
-instant, so a wake costs O(log n) for each due job instead of a scan of every job.
+The loop is schedule's: jobs registered on a Scheduler, `run_pending()` on each wake,
+`idle_seconds` for how long to sleep, `cancel_job`, `clear`. Kept from the library:
+Scheduler.jobs (the registry), `_run_job` (calls Job.run), `cancel_job`, Job's fields.
+Replaced, and why: schedule plans runs itself and compares naive local `datetime.now()`
+values, which drifts (the next run counts from when the last one finished) and misfires
+in a repeated DST hour. So here `Job.next_run` holds an aware UTC instant from a plan
+(`timing.next_fire`: nominal, never from when a run finished), the Scheduler reads an
+injected Clock and keeps its jobs in a heap by due instant, so a wake costs O(log n) per
+due job instead of a scan of every job. What of schedule reads naive times
+(`Job.should_run`, `Scheduler.get_next_run`) is never reached.
 """
 
 from __future__ import annotations
 
-import functools
 import heapq
 from collections.abc import Callable
 from datetime import datetime
@@ -23,10 +27,10 @@ _NO_TAGS: frozenset[object] = frozenset()
 
 
 class FireJob(schedule.Job):
-    """A schedule.Job whose `due_at` (aware UTC) comes from a plan: next fire after an instant.
+    """A schedule.Job whose `next_run` (aware UTC) comes from a plan: next fire after an instant.
 
-    `fire(job)` is called on the loop thread when it is due; it may move `due_at` forward
-    (catch-up handles several missed fires at once) and must only hand the fire off.
+    `fire(job)` is called on the loop thread when it is due; it only decides, and may set
+    `upcoming` (the due instant after this one) when it already computed it.
     """
 
     def __init__(
@@ -34,60 +38,32 @@ class FireJob(schedule.Job):
         scheduler: HeapScheduler,
         job_id: str,
         plan: Plan,
-        due_at: datetime,
+        next_run: datetime,
         fire: Callable[[FireJob], None],
     ) -> None:
-        super().__init__(1, scheduler)
+        super().__init__(1, scheduler)  # job_func stays None: run() calls `fire`
         self.unit = "seconds"
         self.tags = _NO_TAGS  # type: ignore[assignment]  # an empty set per job costs 216 bytes
         self.job_id = job_id
         self.plan = plan
-        self.due_at = due_at
-        self.upcoming: datetime | None = None  # plan(due_at), when the fire already knew it
+        self.next_run: datetime = next_run
+        self.upcoming: datetime | None = None
         self.is_active = True
         self.fire = fire
-
-    # schedule.Job keeps these two as attributes; here they derive from `due_at` and `fire`
-    # (10,000 jobs would otherwise hold 10,000 extra datetimes and partials).
-
-    @property  # type: ignore[override]
-    def job_func(self) -> Callable[[], None]:
-        """What schedule.Job.run calls: the fire callback, given this job."""
-        return functools.partial(self.fire, self)
-
-    @job_func.setter
-    def job_func(self, value: object) -> None:
-        """schedule.Job.__init__ sets it to None; the callback is `fire`."""
-
-    @property
-    def next_run(self) -> datetime:
-        """schedule's own view (repr, get_next_run): naive local time of `due_at`."""
-        return self.due_at.astimezone().replace(tzinfo=None)
-
-    @next_run.setter
-    def next_run(self, value: object) -> None:
-        """schedule.Job.__init__ sets it to None; the due time is `due_at`."""
-
-    @property
-    def should_run(self) -> bool:
-        assert isinstance(self.scheduler, HeapScheduler)
-        return self.due_at <= self.scheduler.clock.now()
 
     def run(self) -> None:
         """Fire, then move to the next fire: schedule.Job.run without what it adds here.
 
-        That is an `until` deadline (never set) and two naive clock reads (the loop's clock
-        is the one that counts), which cost more than the fire itself at 1,000 fires/s.
+        That is an `until` deadline (never set), a call through job_func, and two naive
+        clock reads (the loop's clock is the one that counts), which cost more than the
+        fire itself at 1,000 fires/s.
         """
         self.fire(self)
-        self._schedule_next_run()
-
-    def _schedule_next_run(self) -> None:
         upcoming, self.upcoming = self.upcoming, None
-        self.due_at = upcoming if upcoming is not None else self.plan(self.due_at)
+        self.next_run = upcoming if upcoming is not None else self.plan(self.next_run)
 
     def __repr__(self) -> str:
-        return f"FireJob({self.job_id!r}, due_at={self.due_at.isoformat()})"
+        return f"FireJob({self.job_id!r}, next_run={self.next_run.isoformat()})"
 
 
 class HeapScheduler(schedule.Scheduler):
@@ -110,8 +86,14 @@ class HeapScheduler(schedule.Scheduler):
         job = FireJob(self, job_id, plan, due_at, fire)
         self.jobs.append(job)
         self.by_id[job_id] = job
-        heapq.heappush(self._heap, (job.due_at, job.job_id, job))
+        heapq.heappush(self._heap, (due_at, job_id, job))
         return job
+
+    def reschedule(self, job: FireJob, due_at: datetime) -> None:
+        """Make an active job due at `due_at` again (a wake whose claims failed)."""
+        if job.is_active:
+            job.next_run = due_at
+            heapq.heappush(self._heap, (due_at, job.job_id, job))
 
     def cancel_job(self, job: schedule.Job) -> None:
         super().cancel_job(job)
@@ -130,20 +112,24 @@ class HeapScheduler(schedule.Scheduler):
         now = self.clock.now()
         while self._heap and self._heap[0][0] <= now:
             due_at, _, job = heapq.heappop(self._heap)
-            if not job.is_active or job.due_at != due_at:
+            if not job.is_active or job.next_run != due_at:
                 continue  # cancelled or rescheduled since it was pushed
             self._run_job(job)
             if job.is_active:
-                heapq.heappush(self._heap, (job.due_at, job.job_id, job))
+                heapq.heappush(self._heap, (job.next_run, job.job_id, job))
 
     def next_due(self) -> datetime | None:
         """The earliest due instant of any active job (aware UTC)."""
         while self._heap:
             due_at, _, job = self._heap[0]
-            if job.is_active and job.due_at == due_at:
+            if job.is_active and job.next_run == due_at:
                 return due_at
             heapq.heappop(self._heap)
         return None
+
+    def due_jobs(self, now: datetime) -> list[FireJob]:
+        """The active jobs due at `now` (for reports; nothing fires)."""
+        return [job for job in self.by_id.values() if job.next_run <= now]
 
     @property
     def idle_seconds(self) -> float | None:

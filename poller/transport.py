@@ -18,7 +18,7 @@ import requests
 import urllib3
 
 from poller.clock import Clock
-from poller.errors import CallError
+from poller.errors import CallError, RunStoppedError
 from poller.redaction import Redactor
 from poller.retry import RetryPolicy, is_retryable_status, retry_after_seconds, retry_delay
 
@@ -119,6 +119,7 @@ class Call:
     deadline: float | None
     clock: Clock
     rng: random.Random | None
+    host: str  # where the call goes, for the log
 
 
 def send(
@@ -291,9 +292,10 @@ def with_retries(
                 failure.reason += "; the run timeout leaves no time to retry"
                 raise _call_error(call, failure, attempts) from None
             log.warning(
-                "%s %s attempt %d failed (%s %s); retry %d of %d in %.2f s",
+                "%s %s at %s: attempt %d failed (%s %s); retry %d of %d in %.2f s",
                 call.environment,
                 call.target,
+                call.host,
                 attempts,
                 failure.status or "-",
                 failure.reason,
@@ -301,10 +303,10 @@ def with_retries(
                 call.policy.retries,
                 delay,
             )
-            # A wake() cuts the wait short and the next attempt starts at once: the clock
-            # may be shared with the daemon loop, so a wake need not be meant for us.
-            if call.clock.wait(delay):
-                log.debug("%s %s: retry wait cut short", call.environment, call.target)
+            # Only a stop ends the backoff early (a reload does not: every waiting retry
+            # would then hit a failing platform together).
+            if call.clock.sleep(delay):
+                raise RunStoppedError(call.environment, call.target, attempts) from None
             continue
         log.debug(
             "%s %s attempt %d: %d in %d ms",

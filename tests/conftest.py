@@ -21,6 +21,7 @@ class FakeClock:
         self._now = start or datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
         self.waits: list[float] = []
         self.wakes = 0
+        self.stopped = False
 
     def now(self) -> datetime:
         with self._lock:
@@ -43,6 +44,16 @@ class FakeClock:
     def wake(self) -> None:
         with self._lock:
             self.wakes += 1
+
+    def sleep(self, seconds: float) -> bool:
+        """Advance at once, like wait(); True once stop() was called."""
+        if self.stopped:
+            return True
+        self.wait(seconds)
+        return False
+
+    def stop(self) -> None:
+        self.stopped = True
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from poller.history import HistoryStore
+from poller.store import SqliteStore
 from tests.platform import PlatformServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,7 +113,7 @@ class DaemonProcess:
     def runs(self, job_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
         if not self.db_path.exists():
             return []
-        store = HistoryStore(self.db_path)
+        store = SqliteStore(self.db_path)
         try:
             return store.recent(job_id, limit=10_000, status=status)
         finally:

@@ -16,10 +16,9 @@ import requests
 
 from poller.api import create_app
 from poller.apiserver import bind, serve
-from poller.apiviews import STALL_SECONDS
 from poller.configfile import load_config
-from poller.daemon import Daemon
-from poller.history import HistoryStore
+from poller.daemon import STALL_SECONDS, Daemon
+from poller.store import SqliteStore
 from tests.apiproc import API_KEY, ApiDaemon, api_settings, start_api_daemon
 from tests.conftest import FakeClock
 from tests.daemonproc import REPO, DaemonProcess, wait_until
@@ -117,7 +116,7 @@ def test_health_is_open_and_ok(api: ApiDaemon) -> None:
     response = requests.get(api.url + "/health", timeout=10)
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok" and body["scheduler_running"] is True
+    assert body["status"] == "healthy" and body["scheduler_running"] is True
     assert set(body) >= {"status", "scheduler_running", "timestamp"}
 
 
@@ -466,25 +465,26 @@ def test_a_port_in_use_refuses_to_start(tmp_path: Path) -> None:
     assert f"the API cannot start: cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
-def test_health_is_503_when_the_loop_stalls_or_the_pool_is_gone(
+def test_health_is_503_when_the_loop_stalls_and_while_stopping(
     tmp_path: Path, fake_clock: FakeClock
 ) -> None:
     # In process: a stalled loop cannot be staged in a subprocess whose API must still answer.
     config_path = tmp_path / "config.json"
     config_path.write_text('{"jobs": []}')
-    store = HistoryStore(tmp_path / "poller.db")
+    store = SqliteStore(tmp_path / "poller.db")
     daemon = Daemon(load_config(config_path), store, fake_clock)
     server = serve(create_app(daemon, config_path, "key", None), bind("127.0.0.1", 0))
     try:
-        assert requests.get(server.url + "/health", timeout=10).json()["status"] == "ok"
+        assert requests.get(server.url + "/health", timeout=10).json()["status"] == "healthy"
         fake_clock.advance(STALL_SECONDS + 1)
         stalled = requests.get(server.url + "/health", timeout=10)
         assert stalled.status_code == 503
+        assert stalled.json()["status"] == "unhealthy"
         assert stalled.json()["reason"] == "the scheduler loop has not run for 91s"
         daemon.last_tick = fake_clock.now()
         daemon.stop(0)
         stopped = requests.get(server.url + "/health", timeout=10)
-        assert stopped.status_code == 503 and stopped.json()["status"] == "stopped"
+        assert stopped.status_code == 503 and stopped.json()["status"] == "stopping"
         key = {"X-API-Key": "key"}
         status = requests.get(server.url + "/status", headers=key, timeout=10).json()
         assert status["scheduler_running"] is False

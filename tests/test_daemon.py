@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from poller.history import HistoryStore
 from poller.results import RunResult
+from poller.store import SqliteStore
 from tests.daemonproc import REPO, DaemonProcess, config_with, launch, tick_job, wait_until
 from tests.platform import PlatformServer, slow
 
@@ -206,7 +206,7 @@ def test_fires_beyond_the_grace_are_one_misfire_record(
 
 
 def test_history_is_pruned(folder: Path, daemons: list[DaemonProcess]) -> None:
-    store = HistoryStore(folder / "data" / "poller.db")
+    store = SqliteStore(folder / "data" / "poller.db")
     old = (datetime.now(UTC) - timedelta(days=40)).isoformat()
     for i in range(5):
         store.save(

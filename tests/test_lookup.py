@@ -461,7 +461,7 @@ def test_attempts_are_logged_at_debug_and_retries_at_warning(
     ours = [r for r in caplog.records if r.name == "poller.transport"]
     assert [r.levelname for r in ours] == ["DEBUG", "WARNING", "DEBUG"]
     assert isinstance(ours[1].args, tuple)
-    assert ours[1].args[:4] == ("live", "flaky", 1, 503)
+    assert ours[1].args[:5] == ("live", "flaky", f"127.0.0.1:{platform.port}", 1, 503)
     assert "retry 1 of 1 in" in ours[1].getMessage()
 
 

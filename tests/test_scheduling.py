@@ -1,4 +1,4 @@
-"""The loop's timing logic with an injected clock: no drift, DST, catch-up, misfires, reload."""
+"""The scheduler and Daemon.tick with a FakeClock: no drift, DST, catch-up, misfires, reload."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from poller.config import Config, Job
 from poller.configfile import parse_config
 from poller.daemon import Daemon
-from poller.history import HistoryStore
-from poller.results import RunResult
+from poller.results import RunResult, started_result
 from poller.scheduling import FireJob, HeapScheduler
+from poller.store import Claim, SqliteStore
 from poller.timing import fires_between, next_fire
 from tests.conftest import FakeClock
 from tests.daemonproc import wait_until
@@ -24,7 +24,7 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def loop(scheduler: HeapScheduler, clock: FakeClock, until: datetime) -> None:
-    """What app.py's loop does, with the fake clock: run what is due, then sleep till next."""
+    """The bare scheduler, as schedule's docs drive it: run what is due, sleep till next."""
     while clock.now() < until:
         scheduler.run_pending()
         idle = scheduler.idle_seconds
@@ -37,7 +37,7 @@ def test_fires_come_from_the_plan_in_due_order(fake_clock: FakeClock) -> None:
     fired: list[tuple[str, datetime]] = []
 
     def fire(job: FireJob) -> None:
-        fired.append((job.job_id, job.due_at))
+        fired.append((job.job_id, job.next_run))
         fake_clock.advance(0.7)  # a slow hand-off must not shift the next fire
 
     for name, seconds in (("a", 3), ("b", 2), ("c", 5)):
@@ -103,7 +103,7 @@ def test_loop_across_dst_fires_when_timing_says(
     def plan(after: datetime) -> datetime:
         return next_fire(schedule, after, start)
 
-    scheduler.add("j", plan, plan(start), lambda j: fired.append(j.due_at))
+    scheduler.add("j", plan, plan(start), lambda j: fired.append(j.next_run))
     end = start + timedelta(hours=30)
     loop(scheduler, fake_clock, end)
     assert fired == [f for f in fires_between(schedule, start, end, start) if f < end]
@@ -133,15 +133,22 @@ class Recorder:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[HistoryStore]:
-    history = HistoryStore(tmp_path / "poller.db")
-    yield history
-    history.close()
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    opened = SqliteStore(tmp_path / "poller.db")
+    yield opened
+    opened.close()
+
+
+def drive(daemon: Daemon, clock: FakeClock, until: datetime) -> None:
+    """Tick the daemon as app.py's loop does, the fake clock jumping to each next wake."""
+    while clock.now() < until:
+        wait = daemon.tick(clock.now())
+        clock.wait(min(wait, (until - clock.now()).total_seconds()))
 
 
 def make_daemon(
     tmp_path: Path,
-    store: HistoryStore,
+    store: SqliteStore,
     clock: FakeClock,
     jobs: list[dict[str, Any]],
     runner: Recorder,
@@ -161,20 +168,20 @@ def every_second(**fields: Any) -> dict[str, Any]:
 
 
 def test_catch_up_after_downtime_coalesces(
-    tmp_path: Path, store: HistoryStore, fake_clock: FakeClock
+    tmp_path: Path, store: SqliteStore, fake_clock: FakeClock
 ) -> None:
     fake_clock.set(T0)
     runner = Recorder()
     job = every_second(max_instances=10)
     daemon = make_daemon(tmp_path, store, fake_clock, [job], runner)
-    loop(daemon.scheduler, fake_clock, T0 + timedelta(seconds=3.5))
+    drive(daemon, fake_clock, T0 + timedelta(seconds=3.5))
     settle(daemon)
     daemon.stop(1)
     assert [c[1] for c in runner.calls] == ["schedule"] * 3
     fake_clock.advance(60)  # down for a minute
     runner2 = Recorder()
     daemon2 = make_daemon(tmp_path, store, fake_clock, [job], runner2)
-    daemon2.scheduler.run_pending()
+    daemon2.tick(fake_clock.now())
     settle(daemon2)
     (call,) = runner2.calls
     assert call[1] == "catch-up"
@@ -183,35 +190,35 @@ def test_catch_up_after_downtime_coalesces(
 
 
 def test_catch_up_each_is_capped_at_100(
-    tmp_path: Path, store: HistoryStore, fake_clock: FakeClock
+    tmp_path: Path, store: SqliteStore, fake_clock: FakeClock
 ) -> None:
     fake_clock.set(T0)
     job = every_second(coalesce=False, max_instances=200)
     daemon = make_daemon(tmp_path, store, fake_clock, [job], Recorder())
-    loop(daemon.scheduler, fake_clock, T0 + timedelta(seconds=1.5))
+    drive(daemon, fake_clock, T0 + timedelta(seconds=1.5))
     settle(daemon)
     daemon.stop(1)
     fake_clock.advance(250)
     runner = Recorder()
     daemon2 = make_daemon(tmp_path, store, fake_clock, [job], runner)
-    daemon2.scheduler.run_pending()
+    daemon2.tick(fake_clock.now())
     settle(daemon2)
     assert len(runner.calls) == 100
     assert {c[1] for c in runner.calls} == {"catch-up"}
 
 
 def test_fires_beyond_grace_become_one_misfire(
-    tmp_path: Path, store: HistoryStore, fake_clock: FakeClock
+    tmp_path: Path, store: SqliteStore, fake_clock: FakeClock
 ) -> None:
     fake_clock.set(T0)
     runner = Recorder()
     daemon = make_daemon(
         tmp_path, store, fake_clock, [every_second(misfire_grace_seconds=10)], runner
     )
-    loop(daemon.scheduler, fake_clock, T0 + timedelta(seconds=1.5))
+    drive(daemon, fake_clock, T0 + timedelta(seconds=1.5))
     settle(daemon)
     fake_clock.advance(3600)  # a suspend: the loop wakes an hour late
-    daemon.scheduler.run_pending()
+    daemon.tick(fake_clock.now())
     settle(daemon)
     coalesced, misfire = store.recent("t", status="skipped")
     assert misfire["reason"].startswith("misfire, more than 10s late: 3590 fire(s) from")
@@ -222,34 +229,35 @@ def test_fires_beyond_grace_become_one_misfire(
     assert len(runner.calls) == 2
 
 
-def test_full_job_records_a_skip(
-    tmp_path: Path, store: HistoryStore, fake_clock: FakeClock
-) -> None:
+def test_full_job_records_a_skip(tmp_path: Path, store: SqliteStore, fake_clock: FakeClock) -> None:
     fake_clock.set(T0)
     runner = Recorder(seconds=0.5)
     daemon = make_daemon(tmp_path, store, fake_clock, [every_second()], runner)
-    loop(daemon.scheduler, fake_clock, T0 + timedelta(seconds=2.5))
+    drive(daemon, fake_clock, T0 + timedelta(seconds=2.5))
     settle(daemon)
     (skip,) = store.recent("t", status="skipped")
     assert skip["reason"] == "already running (1 of max_instances 1)"
 
 
 def test_a_fire_runs_once_even_if_planned_twice(
-    tmp_path: Path, store: HistoryStore, fake_clock: FakeClock
+    tmp_path: Path, store: SqliteStore, fake_clock: FakeClock
 ) -> None:
     fake_clock.set(T0)
     runner = Recorder()
     daemon = make_daemon(tmp_path, store, fake_clock, [every_second(max_instances=5)], runner)
-    job = daemon.config.jobs[0]
     at = T0 + timedelta(seconds=1)
-    assert daemon.dispatch(job, at, "schedule") is not None
-    assert daemon.dispatch(job, at, "schedule") is None
+    # Another daemon (or an earlier life of this one) claimed the fire first.
+    started = started_result("t", trigger="schedule", started_at=at, scheduled_for=at)
+    assert store.claim([Claim("t", at, started)]) == [True]
+    fake_clock.set(at)
+    daemon.tick(at)
     settle(daemon)
-    assert len(runner.calls) == 1
+    assert runner.calls == []
+    assert [r["run_id"] for r in store.recent("t")] == [started.run_id]
 
 
 def test_reload_keeps_unchanged_jobs(
-    tmp_path: Path, store: HistoryStore, fake_clock: FakeClock
+    tmp_path: Path, store: SqliteStore, fake_clock: FakeClock
 ) -> None:
     fake_clock.set(T0)
     jobs = [
@@ -258,7 +266,7 @@ def test_reload_keeps_unchanged_jobs(
         {"id": "drop", "every": "10s", "integrationIDs": [["a"]]},
     ]
     daemon = make_daemon(tmp_path, store, fake_clock, jobs, Recorder())
-    keep_due = daemon.scheduler.by_id["keep"].due_at
+    keep_due = daemon.scheduler.by_id["keep"].next_run
     fake_clock.advance(3)
     new_jobs = [
         jobs[0],
@@ -267,7 +275,7 @@ def test_reload_keeps_unchanged_jobs(
     ]
     summary = daemon.apply(write_config(tmp_path, new_jobs))
     assert str(summary) == "added new; changed change; removed drop; 1 unchanged"
-    assert daemon.scheduler.by_id["keep"].due_at == keep_due
-    assert daemon.scheduler.by_id["change"].due_at == T0 + timedelta(seconds=23)
-    assert daemon.scheduler.by_id["new"].due_at == T0 + timedelta(seconds=8)
+    assert daemon.scheduler.by_id["keep"].next_run == keep_due
+    assert daemon.scheduler.by_id["change"].next_run == T0 + timedelta(seconds=23)
+    assert daemon.scheduler.by_id["new"].next_run == T0 + timedelta(seconds=8)
     assert "drop" not in daemon.scheduler.by_id

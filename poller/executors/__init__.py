@@ -1,0 +1,1 @@
+"""Where runs execute: the local worker pool (the default); Kafka workers follow (SPEC §11)."""

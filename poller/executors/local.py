@@ -1,0 +1,142 @@
+"""Runs on this process's bounded worker pool, with max_instances counted per job.
+
+The daemon reserves a slot when it decides a fire will run (so later fires of the same
+wake see it), and hands the claimed record over; the run's end goes to the store's
+writer. A chain never runs on the loop thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from lookup import ClientPool
+from poller.clock import Clock
+from poller.config import Config, Job
+from poller.pool import WorkerPool
+from poller.results import RunResult
+from poller.store import Store
+
+log = logging.getLogger(__name__)
+
+RunChain = Callable[..., RunResult]
+
+
+class LocalExecutor:
+    """The worker pool, the runs going on per job, and the client pools they use."""
+
+    def __init__(
+        self,
+        max_workers: int,
+        store: Store,
+        clock: Clock,
+        run_chain: RunChain,
+        on_done: Callable[[str], None],
+    ) -> None:
+        self.pool = WorkerPool(max_workers, thread_name_prefix="run")
+        self.store = store
+        self.clock = clock
+        self.run_chain = run_chain
+        self._on_done = on_done  # told the job id when a run ends
+        self._running: Counter[str] = Counter()  # runs going on (or reserved), by job
+        self._users: Counter[int] = Counter()  # runs using each client pool, by id()
+        self._retired: list[ClientPool] = []
+        self._idle = threading.Condition(threading.Lock())
+
+    def reserve(self, job: Job) -> int | None:
+        """Take a slot of the job's max_instances: None when taken, else how many run."""
+        with self._idle:
+            running = self._running[job.id]
+            if running >= job.max_instances:
+                return running
+            self._running[job.id] = running + 1
+            return None
+
+    def release(self, job_id: str) -> None:
+        """Give back a slot reserved for a run that will not start."""
+        with self._idle:
+            self._running[job_id] -= 1
+
+    def is_full(self, job: Job) -> bool:
+        with self._idle:
+            return self._running[job.id] >= job.max_instances
+
+    def submit(self, job: Job, config: Config, clients: ClientPool, record: RunResult) -> None:
+        """Run a claimed record's chain on the pool (its slot reserved before)."""
+        with self._idle:
+            self._users[id(clients)] += 1
+        try:
+            self.pool.submit(self._run, job, config, clients, record)
+        except RuntimeError:  # stopping: the claim stays, as an interrupted run
+            self._done(job.id, clients)
+            reason = "the daemon was stopping; the run did not start"
+            self.store.save_later(
+                dataclasses.replace(
+                    record, status="interrupted", finished_at=self.clock.now(), reason=reason
+                )
+            )
+
+    def retire(self, clients: ClientPool) -> None:
+        """Close a replaced client pool once no run uses it."""
+        with self._idle:
+            if self._users[id(clients)] > 0:
+                self._retired.append(clients)
+                return
+        clients.close()
+
+    def _run(self, job: Job, config: Config, clients: ClientPool, record: RunResult) -> None:
+        try:
+            result = self.run_chain(
+                job,
+                config,
+                clients,
+                run_id=record.run_id,
+                trigger=record.trigger,
+                scheduled_for=record.scheduled_for,
+                clock=self.clock,
+            )
+            self.store.save_later(result)
+        except Exception:
+            log.exception("job %s: run %s could not be recorded", job.id, record.run_id)
+        finally:
+            self._done(job.id, clients)
+
+    def _done(self, job_id: str, clients: ClientPool) -> None:
+        with self._idle:
+            self._users[id(clients)] -= 1
+            unused = clients in self._retired and self._users[id(clients)] <= 0
+            if unused:
+                self._retired.remove(clients)
+                del self._users[id(clients)]
+            self._running[job_id] -= 1
+            self._idle.notify_all()
+        if unused:
+            clients.close()
+        self._on_done(job_id)
+
+    def running(self, job_id: str) -> int:
+        """Runs of this job going on now."""
+        with self._idle:
+            return self._running[job_id]
+
+    def inflight(self) -> int:
+        with self._idle:
+            return sum(self._running.values())
+
+    def is_alive(self) -> bool:
+        """False once the pool is shut down (stopping, or stopped)."""
+        return not self.pool.is_shut_down
+
+    def stop(self, grace_seconds: float) -> int:
+        """Let runs finish up to the grace period, then shut the pool; how many were left."""
+        deadline = time.monotonic() + grace_seconds
+        with self._idle:
+            while sum(self._running.values()) and time.monotonic() < deadline:
+                self._idle.wait(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+            left = sum(self._running.values())
+        self.pool.shutdown()
+        return left

@@ -1,0 +1,26 @@
+"""Durable state: the Store protocol (base), its SQLite implementation, and opening one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from poller.store.base import Claim, JobState, Store, StoreError
+from poller.store.sqlite import DatabaseLockedError, SqliteStore
+
+if TYPE_CHECKING:
+    from poller.config import Settings
+
+__all__ = [
+    "Claim",
+    "DatabaseLockedError",
+    "JobState",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "open_store",
+]
+
+
+def open_store(settings: Settings) -> Store:
+    """The store settings.state_db names (a path: SQLite). Raises StateFileError."""
+    return SqliteStore(settings.state_db, settings.durability)

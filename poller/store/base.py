@@ -1,0 +1,153 @@
+"""The store's contract: everything the daemon keeps across restarts, behind one interface.
+
+A store holds run records, each job's state (the `every` anchor and its last claimed fire)
+and the one-daemon lock. Implementations (poller.store.sqlite; PostgreSQL, SPEC §11) pass
+the one contract suite in tests/contract/.
+
+The promise (SPEC §4). A scheduled fire is *claimed* by writing its first record (running,
+or skipped) and moving its job's last fire forward, in one transaction: the claim is the
+record. So after a `kill -9` at any instant every claimed fire has exactly one record, and
+no fire runs twice (a claim of a fire at or before the job's last fire is refused). A run's
+later records (its end) may still be queued when the process dies; the next start turns
+what is left `running` into `interrupted`. What a power loss can undo depends on the
+implementation's durability setting and is said there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from poller.errors import PollerError
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """What the store remembers of a job between restarts.
+
+    `grid` is the fingerprint of the fields that decide when the job fires (None when not
+    known: a state kept by an older Poller); `anchor` is the instant its `every` fires count
+    from; `last_fire` the latest fire claimed.
+    """
+
+    grid: str | None
+    anchor: datetime
+    last_fire: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A scheduled fire to claim, with the first record of what became of it."""
+
+    job_id: str
+    scheduled_for: datetime
+    record: Any  # a RunResult (poller.results): running, or skipped
+
+
+class StoreError(PollerError):
+    """The store cannot be written (or read) now: a full disk, a read-only file, I/O errors."""
+
+    def __init__(self, where: str, cause: BaseException | str) -> None:
+        self.where = where
+        self.cause = str(cause)
+        super().__init__(f"{where}: {self.cause}")
+
+
+class Store(Protocol):
+    """What the daemon, the API and the commands ask of durable state.
+
+    Every method may raise StoreError when the storage fails; none leaves half a write.
+    """
+
+    def acquire_daemon_lock(self) -> None:
+        """Become the one daemon of this store for this process's life, or raise PollerError."""
+        ...
+
+    def close(self) -> None:
+        """Write what save_later() holds, then release everything."""
+        ...
+
+    def open_reader(self) -> Store:
+        """Another handle on the same data, for reads that must not wait behind the loop's
+        writes (the API's); it is closed by its user."""
+        ...
+
+    # --- the hot path ----------------------------------------------------------------
+
+    def claim(self, claims: Sequence[Claim]) -> list[bool]:
+        """Claim fires and write their first records, all in one transaction.
+
+        Returns, for each claim, False when that fire (or a later one of its job) was
+        claimed before; its record is then not written. Raises StoreError with nothing
+        written.
+        """
+        ...
+
+    def save(self, record: Any) -> None:
+        """Write a record (a RunResult, or a SPEC §4 dict) now, replacing one of the same run."""
+        ...
+
+    def save_later(self, record: Any) -> None:
+        """Queue a RunResult's newer state; a writer commits queued records in batches.
+
+        When a batch cannot be written it is kept and retried (failing() says why).
+        """
+        ...
+
+    def flush(self) -> None:
+        """Wait until every queued record is written (or its batch failed once)."""
+        ...
+
+    def queued(self, run_id: str) -> dict[str, Any] | None:
+        """A run's newest record while it waits in save_later()'s queue, else None."""
+        ...
+
+    def failing(self) -> str | None:
+        """Why queued records cannot be written now, or None."""
+        ...
+
+    def check_writable(self) -> None:
+        """Write and commit a trivial row; raise StoreError when that fails."""
+        ...
+
+    # --- job state -------------------------------------------------------------------
+
+    def job_states(self) -> dict[str, JobState]:
+        """Each known job's state, by job id."""
+        ...
+
+    def save_job_states(self, states: dict[str, JobState]) -> None:
+        """Set jobs' grid and anchor (their last fire only ever moves through claim())."""
+        ...
+
+    # --- reads -----------------------------------------------------------------------
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        """A run's newest record (a queued one first), or None."""
+        ...
+
+    def recent(
+        self, job_id: str | None = None, limit: int = 20, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Written records, newest first."""
+        ...
+
+    def briefs(self, job_ids: list[str], per_job: int) -> dict[str, list[dict[str, Any]]]:
+        """Each job's newest runs in brief: run_id, status, trigger, started_at, duration_ms."""
+        ...
+
+    def totals(self) -> dict[str, int]:
+        """Written records counted by status."""
+        ...
+
+    # --- housekeeping ----------------------------------------------------------------
+
+    def mark_interrupted(self, reason: str, now: datetime) -> int:
+        """Turn every record left `running` into `interrupted`; how many there were."""
+        ...
+
+    def prune(self, max_age_days: int, max_runs_per_job: int, now: datetime) -> int:
+        """Delete finished runs past the age limit or beyond the newest N of their job."""
+        ...

@@ -1,0 +1,193 @@
+"""The store contract (poller.store.base.Store), run over every implementation.
+
+A new store passes by adding its factory to STORES; nothing here knows which one it talks to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from poller.errors import PollerError
+from poller.results import RunResult, skipped_result, started_result
+from poller.store import Claim, JobState, SqliteStore, Store
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+STORES: dict[str, Callable[[Path], Store]] = {
+    "sqlite": lambda folder: SqliteStore(folder / "state" / "poller.db"),
+}
+
+
+@pytest.fixture(params=sorted(STORES))
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens stores on one and the same data (the daemon's, a reader's); closed afterwards."""
+    opened: list[Store] = []
+
+    def make() -> Store:
+        opened.append(STORES[request.param](tmp_path))
+        return opened[-1]
+
+    yield make
+    for store in reversed(opened):
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[[], Store]) -> Store:
+    return make_store()
+
+
+def started(job_id: str, at: datetime, **fields: Any) -> RunResult:
+    return dataclasses.replace(
+        started_result(job_id, trigger="schedule", started_at=at, scheduled_for=at), **fields
+    )
+
+
+def claim(store: Store, job_id: str, at: datetime) -> bool:
+    [claimed] = store.claim([Claim(job_id, at, started(job_id, at))])
+    return claimed
+
+
+def record(run_id: str, at: datetime, **fields: Any) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "job_id": "j",
+        "trigger": "manual",
+        "scheduled_for": None,
+        "started_at": at.isoformat(),
+        "finished_at": None,
+        "status": "running",
+        "reason": None,
+        "steps": [],
+        "output": None,
+        **fields,
+    }
+
+
+def test_a_fire_is_claimed_once_with_its_record(store: Store) -> None:
+    assert claim(store, "j", T0)
+    [first] = store.recent("j")
+    assert first["status"] == "running" and first["scheduled_for"] == T0.isoformat()
+    assert not claim(store, "j", T0)
+    # The same instant written with another offset is the same fire; an earlier one is past.
+    assert not claim(store, "j", T0.astimezone(ZoneInfo("Asia/Kolkata")))
+    assert not claim(store, "j", T0 - timedelta(seconds=1))
+    assert claim(store, "j", T0 + timedelta(seconds=1))
+    assert len(store.recent("j")) == 2  # a refused claim wrote nothing
+
+
+def test_claims_of_one_wake_are_one_transaction_each_answered(store: Store) -> None:
+    at = T0 + timedelta(seconds=1)
+    skipped = skipped_result("k", "misfire", trigger="catch-up", at=at, scheduled_for=T0)
+    answers = store.claim(
+        [
+            Claim("j", T0, started("j", T0)),
+            Claim("k", T0, skipped),
+            Claim("j", T0, started("j", T0)),
+        ]
+    )
+    assert answers == [True, True, False]
+    assert [r["status"] for r in store.recent("k")] == ["skipped"]
+    assert store.job_states()["k"].last_fire == T0
+
+
+def test_job_states_keep_anchor_grid_and_last_fire(store: Store) -> None:
+    store.save_job_states({"j": JobState("abc", T0, None)})
+    assert store.job_states() == {"j": JobState("abc", T0, None)}
+    claim(store, "j", T0 + timedelta(seconds=5))
+    assert store.job_states() == {"j": JobState("abc", T0, T0 + timedelta(seconds=5))}
+    # A new grid keeps the last fire: no fire before it can run again.
+    store.save_job_states({"j": JobState("def", T0 + timedelta(seconds=7), None)})
+    assert store.job_states() == {
+        "j": JobState("def", T0 + timedelta(seconds=7), T0 + timedelta(seconds=5))
+    }
+    assert not claim(store, "j", T0 + timedelta(seconds=5))
+
+
+def test_a_claim_of_a_job_without_state_starts_one(store: Store) -> None:
+    assert claim(store, "new", T0)
+    assert store.job_states()["new"] == JobState(None, T0, T0)
+
+
+def test_save_later_writes_a_run_once_in_its_newest_state(store: Store) -> None:
+    running = started("j", T0)
+    store.claim([Claim("j", T0, running)])
+    done = dataclasses.replace(running, status="success", finished_at=T0 + timedelta(seconds=1))
+    store.save_later(done)
+    assert store.get(running.run_id) == done.to_dict()  # seen before it is written
+    store.flush()
+    assert store.queued(running.run_id) is None
+    assert store.recent("j") == [done.to_dict()]
+    assert store.totals() == {"success": 1}
+    assert store.failing() is None
+
+
+def test_a_reader_sees_what_the_daemon_wrote(make_store: Callable[[], Store]) -> None:
+    daemon = make_store()
+    reader = daemon.open_reader()
+    try:
+        claim(daemon, "j", T0)
+        assert [r["job_id"] for r in reader.recent()] == ["j"]
+    finally:
+        reader.close()
+
+
+def test_mark_interrupted_ends_what_was_left_running(store: Store) -> None:
+    store.save(record("r1", T0))
+    store.save(record("r2", T0 + timedelta(seconds=1), status="success"))
+    claim(store, "j", T0 + timedelta(seconds=2))  # claimed, then the process died
+    assert store.mark_interrupted("stopped", T0 + timedelta(minutes=1)) == 2
+    run = store.get("r1")
+    assert run is not None and run["status"] == "interrupted" and run["reason"] == "stopped"
+    assert store.totals() == {"interrupted": 2, "success": 1}
+    assert store.mark_interrupted("stopped", T0 + timedelta(minutes=2)) == 0
+
+
+def test_prune_by_age_and_count_keeps_running_runs(store: Store) -> None:
+    for i in range(10):
+        store.save(record(f"r{i}", T0 + timedelta(minutes=i), status="success"))
+    store.save(record("old", T0 - timedelta(days=40), status="success"))
+    store.save(record("going", T0 - timedelta(days=41)))
+    assert store.prune(max_age_days=30, max_runs_per_job=4, now=T0 + timedelta(hours=1)) == 7
+    assert [r["run_id"] for r in store.recent("j")] == ["r9", "r8", "r7", "r6", "going"]
+
+
+def test_recent_filters_and_orders(store: Store) -> None:
+    for i, status in enumerate(("success", "failed", "success")):
+        store.save(record(f"r{i}", T0 + timedelta(minutes=i), status=status))
+    assert [r["run_id"] for r in store.recent("j", limit=2)] == ["r2", "r1"]
+    assert [r["run_id"] for r in store.recent(status="success")] == ["r2", "r0"]
+    assert store.recent("other") == []
+
+
+def test_briefs_are_each_jobs_newest_runs(store: Store) -> None:
+    for i in range(5):
+        for job_id in ("j", "k"):
+            at = T0 + timedelta(minutes=i)
+            finished = (at + timedelta(seconds=2)).isoformat()
+            store.save(
+                record(f"{job_id}{i}", at, job_id=job_id, status="success", finished_at=finished)
+            )
+    briefs = store.briefs(["j", "k", "none"], 2)
+    assert [b["run_id"] for b in briefs["j"]] == ["j4", "j3"]
+    assert briefs["j"][0]["duration_ms"] == 2000
+    assert briefs["k"][0]["status"] == "success" and briefs["k"][0]["trigger"] == "manual"
+    assert briefs["none"] == []
+
+
+def test_one_daemon_per_store(make_store: Callable[[], Store]) -> None:
+    make_store().acquire_daemon_lock()
+    with pytest.raises(PollerError, match=r"in use by another Poller daemon \(pid"):
+        make_store().acquire_daemon_lock()
+
+
+def test_check_writable_passes_on_a_healthy_store(store: Store) -> None:
+    store.check_writable()
+    assert store.failing() is None

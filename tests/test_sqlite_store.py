@@ -1,0 +1,220 @@
+"""The SQLite store's own parts: its file, unreadable rows, migrating an older Poller's files,
+and the record writer that keeps a batch the disk refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from poller.errors import StateFileError
+from poller.results import RunResult, started_result
+from poller.store import Claim, JobState, SqliteStore
+from poller.store.writer import RecordQueue
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1');
+CREATE TABLE runs (run_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, trigger TEXT NOT NULL,
+    scheduled_for TEXT, started_at TEXT NOT NULL, status TEXT NOT NULL,
+    version INTEGER NOT NULL, record TEXT NOT NULL);
+CREATE UNIQUE INDEX runs_one_per_fire ON runs (job_id, scheduled_for)
+    WHERE trigger IN ('schedule', 'catch-up');
+CREATE TABLE jobs (job_id TEXT PRIMARY KEY, definition TEXT NOT NULL, anchor TEXT NOT NULL,
+    version INTEGER NOT NULL);
+"""
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    opened = SqliteStore(tmp_path / "state" / "poller.db")
+    yield opened
+    opened.close()
+
+
+def at(seconds: float) -> str:
+    return (T0 + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+def test_the_file_is_wal_at_the_current_schema(store: SqliteStore) -> None:
+    db = sqlite3.connect(store.path)
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+
+
+def test_durability_full_waits_for_the_disk(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "poller.db", durability="full")
+    try:
+        assert store._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    finally:
+        store.close()
+    store = SqliteStore(tmp_path / "poller.db")
+    try:
+        assert store._db.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    finally:
+        store.close()
+
+
+def test_unreadable_rows_are_reported_never_deleted(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.save(started_result("j", trigger="manual", started_at=T0, run_id="good"))
+    db = sqlite3.connect(store.path)
+    db.execute(
+        "INSERT INTO runs VALUES ('bad', 'j', 'manual', NULL, ?, 'success', 1, '{oops')", (at(1),)
+    )
+    db.execute(
+        "INSERT INTO runs VALUES ('future', 'j', 'manual', NULL, ?, 'success', 9, '{}')", (at(2),)
+    )
+    db.commit()
+    runs = {r["run_id"]: r for r in store.recent("j")}
+    assert runs["bad"]["status"] == "unreadable" and "not valid JSON" in runs["bad"]["reason"]
+    assert "newer Poller" in runs["future"]["reason"]
+    assert runs["good"]["status"] == "running"
+    assert "run bad in the history cannot be read" in caplog.text
+    assert store.briefs(["j"], 5)["j"][0]["status"] == "unreadable"
+    assert store.mark_interrupted("gone", T0) == 1  # the good one; the others are kept as-is
+    assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (3,)
+
+
+def write_v1(path: Path, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    """A state database as Poller before the store package left it."""
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")  # as Poller always opened it
+    db.executescript(V1_SCHEMA)
+    for sql, values in statements:
+        db.execute(sql, values)
+    db.commit()
+    db.close()
+
+
+def write_ledger(path: Path, rows: list[tuple[str, str]]) -> None:
+    db = sqlite3.connect(path.with_name(path.name + ".fires"))
+    db.execute("CREATE TABLE fires (job_id TEXT PRIMARY KEY, last_fire TEXT NOT NULL)")
+    db.executemany("INSERT INTO fires VALUES (?, ?)", rows)
+    db.commit()
+    db.close()
+
+
+def run_row(run_id: str, job_id: str, seconds: float, trigger: str = "schedule") -> tuple[Any, ...]:
+    record = {"run_id": run_id, "job_id": job_id, "trigger": trigger, "status": "success"}
+    return (run_id, job_id, trigger, at(seconds), at(seconds), "success", 1, json.dumps(record))
+
+
+def test_a_version_1_database_and_its_fire_ledger_are_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "poller.db"
+    write_v1(
+        path,
+        ("INSERT INTO jobs VALUES ('j', 'hash-of-the-whole-job', ?, 1)", (at(0),)),
+        ("INSERT INTO jobs VALUES ('k', 'another', ?, 1)", (at(0),)),
+        ("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", run_row("r1", "j", 10)),
+        ("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", run_row("r2", "k", 20)),
+    )
+    # The ledger is ahead of the runs for j (a claim whose record was lost), behind for k.
+    write_ledger(path, [("j", at(30)), ("k", at(5))])
+    store = SqliteStore(path)
+    try:
+        assert store.schema_version == 1  # a reader changes nothing
+        store.acquire_daemon_lock()
+        assert store.job_states() == {
+            "j": JobState(None, T0, T0 + timedelta(seconds=30)),
+            "k": JobState(None, T0, T0 + timedelta(seconds=20)),
+        }
+        assert not (tmp_path / "poller.db.fires").exists()
+        assert [r["run_id"] for r in store.recent()] == ["r2", "r1"]
+        [claimed] = store.claim([Claim("j", T0 + timedelta(seconds=31), _started("j", 31))])
+        assert claimed
+    finally:
+        store.close()
+    reopened = SqliteStore(path)
+    try:
+        assert reopened.schema_version == 2
+    finally:
+        reopened.close()
+
+
+def test_a_version_1_database_without_ledger_takes_last_fires_from_runs(tmp_path: Path) -> None:
+    path = tmp_path / "poller.db"
+    write_v1(
+        path,
+        ("INSERT INTO jobs VALUES ('j', 'abc', ?, 1)", (at(0),)),
+        ("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", run_row("r1", "j", 10)),
+        ("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", run_row("r2", "j", 50, "manual")),
+    )
+    store = SqliteStore(path)
+    try:
+        store.acquire_daemon_lock()
+        assert store.job_states() == {"j": JobState(None, T0, T0 + timedelta(seconds=10))}
+    finally:
+        store.close()
+
+
+def test_a_damaged_ledger_is_reported_and_nothing_is_changed(tmp_path: Path) -> None:
+    path = tmp_path / "poller.db"
+    write_v1(path, ("INSERT INTO jobs VALUES ('j', 'abc', ?, 1)", (at(0),)))
+    ledger = tmp_path / "poller.db.fires"
+    ledger.write_bytes(b"not a database at all, just text" * 100)
+    before = path.read_bytes(), ledger.read_bytes()
+    store = SqliteStore(path)
+    try:
+        with pytest.raises(
+            StateFileError, match=r"poller\.db\.fires cannot be opened: file is not"
+        ):
+            store.acquire_daemon_lock()
+    finally:
+        store.close()
+    assert (path.read_bytes(), ledger.read_bytes()) == before
+
+
+def test_a_database_from_a_newer_poller_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "poller.db"
+    write_v1(path)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StateFileError, match=r"newer Poller \(schema version 7\).*up to 2"):
+        SqliteStore(path)
+    assert path.read_bytes() == before
+
+
+def _started(job_id: str, seconds: float) -> RunResult:
+    when = T0 + timedelta(seconds=seconds)
+    return started_result(job_id, trigger="schedule", started_at=when, scheduled_for=when)
+
+
+def test_a_batch_the_store_refuses_is_kept_and_written_when_it_can_be() -> None:
+    written: list[str] = []
+    failures = [sqlite3.OperationalError("database or disk is full")] * 2
+    attempts = threading.Semaphore(0)
+
+    def write(batch: list[Any]) -> None:
+        attempts.release()
+        if failures:
+            raise failures.pop()
+        written.extend(result.run_id for result in batch)
+
+    queue = RecordQueue(write, name="test-writer")
+    first = _started("j", 1)
+    queue.add(first)
+    assert attempts.acquire(timeout=5)
+    queue.flush()  # returns after the failed try
+    assert queue.failing is not None and "disk is full" in queue.failing
+    assert queue.queued(first.run_id) is first
+    newer = dataclasses.replace(first, status="success")
+    queue.add(newer)  # replaces the waiting one: only the newest state is written
+    for _ in range(2):
+        assert attempts.acquire(timeout=10)
+    queue.close()
+    assert written == [first.run_id] and queue.failing is None
+    assert queue.queued(first.run_id) is None
