@@ -364,10 +364,12 @@ class Daemon:
                 )
                 if job is not None:
                     self.executor.release(job.id)
-            elif job is not None:
-                self.executor.submit(job, self.config, self.clients, claim.record)
             else:
-                log.log(level, "%s", line)
+                self.store.save_later(claim.record)  # a skipped record, or a run's start
+                if job is not None:
+                    self.executor.submit(job, self.config, self.clients, claim.record)
+                else:
+                    log.log(level, "%s", line)
         return True
 
     def _undo(self, wake: _Wake) -> None:

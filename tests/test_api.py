@@ -472,6 +472,7 @@ def test_health_is_503_when_the_loop_stalls_and_while_stopping(
     config_path = tmp_path / "config.json"
     config_path.write_text('{"jobs": []}')
     store = SqliteStore(tmp_path / "poller.db")
+    store.acquire_daemon_lock()
     daemon = Daemon(load_config(config_path), store, fake_clock)
     server = serve(create_app(daemon, config_path, "key", None), bind("127.0.0.1", 0))
     try:

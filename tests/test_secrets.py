@@ -196,6 +196,6 @@ def test_state_files_are_private_and_logs_group_readable(tmp_path: Path) -> None
         modes = {p.name: p.stat().st_mode & 0o777 for p in data.iterdir()}
     finally:
         daemon.stop()
-    assert {"poller.db", "poller.db-wal", "poller.db.api-key"} <= set(modes)
+    assert {"poller.db", "poller.db-wal", "poller.db.fires", "poller.db.api-key"} <= set(modes)
     assert set(modes.values()) == {0o600}, modes
     assert (tmp_path / "logs" / "logfile.log").stat().st_mode & 0o777 == 0o640

@@ -37,6 +37,7 @@ CREATE TABLE jobs (job_id TEXT PRIMARY KEY, definition TEXT NOT NULL, anchor TEX
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
     opened = SqliteStore(tmp_path / "state" / "poller.db")
+    opened.acquire_daemon_lock()
     yield opened
     opened.close()
 
@@ -129,7 +130,6 @@ def test_a_version_1_database_and_its_fire_ledger_are_migrated(tmp_path: Path) -
             "j": JobState(None, T0, T0 + timedelta(seconds=30)),
             "k": JobState(None, T0, T0 + timedelta(seconds=20)),
         }
-        assert not (tmp_path / "poller.db.fires").exists()
         assert [r["run_id"] for r in store.recent()] == ["r2", "r1"]
         [claimed] = store.claim([Claim("j", T0 + timedelta(seconds=31), _started("j", 31))])
         assert claimed
@@ -140,6 +140,9 @@ def test_a_version_1_database_and_its_fire_ledger_are_migrated(tmp_path: Path) -
         assert reopened.schema_version == 2
     finally:
         reopened.close()
+    ledger = sqlite3.connect(tmp_path / "poller.db.fires")
+    assert ledger.execute("PRAGMA user_version").fetchone() == (2,)  # the claim journal now
+    ledger.close()
 
 
 def test_a_version_1_database_without_ledger_takes_last_fires_from_runs(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ class FullDiskStore(SqliteStore):
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[FullDiskStore]:
     opened = FullDiskStore(tmp_path / "poller.db")
+    opened.acquire_daemon_lock()
     yield opened
     opened.close()
 

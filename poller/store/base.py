@@ -4,12 +4,14 @@ A store holds run records, each job's state (the `every` anchor and its last cla
 and the one-daemon lock. Implementations (poller.store.sqlite; PostgreSQL, SPEC §11) pass
 the one contract suite in tests/contract/.
 
-The promise (SPEC §4). A scheduled fire is *claimed* by writing its first record (running,
-or skipped) and moving its job's last fire forward, in one transaction: the claim is the
-record. So after a `kill -9` at any instant every claimed fire has exactly one record, and
-no fire runs twice (a claim of a fire at or before the job's last fire is refused). A run's
-later records (its end) may still be queued when the process dies; the next start turns
-what is left `running` into `interrupted`. What a power loss can undo depends on the
+The promise (SPEC §4): after a `kill -9` at any instant, every claimed fire has exactly one
+record, and no fire runs twice. How: a scheduled fire is *claimed* before its run starts,
+in one transaction that moves its job's last fire forward (a claim of a fire at or before
+it is refused) and keeps the fire's record, or the makings of it: a skipped fire's final
+record, or a pending claim of a run (run id, trigger, instants) until the run's own record
+is written, which removes the claim in the same transaction. A run's later records (its
+end) wait in a queue; after a crash, mark_interrupted() turns the runs left `running` and
+the pending claims into `interrupted` records. What a power loss can undo depends on the
 implementation's durability setting and is said there.
 """
 

@@ -1,14 +1,24 @@
-"""The embedded store: one SQLite file (WAL) holding runs, job states and fire claims.
+"""The embedded store: the history file (WAL) and its claim journal, `<state_db>.fires`.
 
-Records are SPEC §4 run dicts stored as JSON with a schema version (never pickle). A row
-this code cannot read is reported, never deleted. One daemon per file (a lock file).
+The history holds run records (SPEC §4 dicts as JSON with a version, never pickle) and job
+states (grid, anchor); a row this code cannot read is reported, never deleted. The
+journal (poller.store.journal) holds each job's last claimed fire and the claims whose
+record is not written yet. One daemon per file (a lock file); readers open the history only.
+
+How the promise holds across two files. A claim commits in the journal before its run
+starts. The writer commits records in the history, then forgets their claims in the
+journal. At start, and at a stop, `mark_interrupted` writes a record for every claim whose
+run has none (a skipped fire's own record, else `interrupted`), then forgets the claims:
+a crash between any two of these steps leaves claims whose records either exist (they are
+only forgotten) or do not (they are written), so every claimed fire ends with exactly one
+record. A claim is refused unless its fire is after its job's last one, and the runs table
+holds one record per (job, fire), so no fire runs twice.
 
 Durability. A commit survives a `kill -9` at any instant. Under the default
 `synchronous=NORMAL` a power loss (or an OS crash) may undo the last commits before the
-next checkpoint: claims and their first records vanish together, so those fires run
-again after the restart, and a run whose end was undone shows `interrupted`. With
-`settings.durability: "full"` every commit waits for the disk (`synchronous=FULL`),
-which costs a flush per wake.
+next checkpoint: an undone claim lets its fire run again after the restart, and a run
+whose end was undone shows `interrupted`. With `settings.durability: "full"` every commit
+waits for the disk (`synchronous=FULL`), which costs a flush per wake.
 """
 
 from __future__ import annotations
@@ -29,21 +39,20 @@ from poller.errors import PollerError, StateFileError
 from poller.filemodes import make_private, tighten
 from poller.store import migrate
 from poller.store.base import Claim, JobState, StoreError
+from poller.store.journal import ClaimJournal, ClaimRow
 from poller.store.writer import Recordable, RecordQueue
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = migrate.SCHEMA_VERSION
-SAVE_SQL = "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-# A claim moves the job's last fire forward, or (for a job without a state yet) starts
-# one anchored at that fire; it changes no row when the fire is not after the last one.
-CLAIM_SQL = (
-    "INSERT INTO jobs (job_id, grid, anchor, last_fire) VALUES (?1, NULL, ?2, ?2) "
-    "ON CONFLICT (job_id) DO UPDATE SET last_fire = excluded.last_fire "
-    "WHERE last_fire IS NULL OR last_fire < excluded.last_fire"
+# A run's later records change only its status and record (cheaper than a REPLACE, which
+# deletes the row from every index and inserts it again).
+SAVE_SQL = (
+    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE "
+    "SET status = excluded.status, version = excluded.version, record = excluded.record"
 )
-FIRST_RECORD_SQL = "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 Durability = Literal["normal", "full"]
+FIRE_TRIGGERS = ("schedule", "catch-up")
 
 
 def iso(instant: datetime) -> str:
@@ -65,17 +74,16 @@ class DatabaseLockedError(PollerError):
 
 
 class SqliteStore:
-    """One connection shared by the loop, the writer thread and the workers, behind a lock.
-
-    The lock (not SQLite's busy handler, which sleeps in steps of milliseconds) orders
-    the loop's one claim transaction per wake and the writer's batches.
-    """
+    """One history connection shared by the writer thread, the workers and the loop's rare
+    history writes, behind a lock (not SQLite's busy handler, which sleeps in steps of
+    milliseconds); the daemon's claim journal beside it."""
 
     def __init__(self, path: str | Path, durability: Durability = "normal") -> None:
         self.path = Path(path)
         self.durability = durability
         self._lock = threading.RLock()
         self._lock_file: IO[str] | None = None
+        self._journal: ClaimJournal | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             make_private(self.path)
@@ -113,10 +121,19 @@ class SqliteStore:
         handle.write(f"pid {os.getpid()}")
         handle.flush()
         self._lock_file = handle
+        journal = ClaimJournal(self.path.with_name(self.path.name + ".fires"))
+        if self.durability == "full":
+            journal.set_durability("FULL")
+        # The history's last fires go into the journal first (a new or lost journal, or a
+        # version 1 history): no fire before them can be claimed again.
+        if journal.is_empty() or self.schema_version < SCHEMA_VERSION:
+            with self._lock:
+                journal.seed(migrate.last_fires(self._db))
         if self.schema_version < SCHEMA_VERSION:
             with self._lock:
                 migrate.upgrade(self._db, self.path, self.schema_version)
             self.schema_version = SCHEMA_VERSION
+        self._journal = journal
 
     def open_reader(self) -> SqliteStore:
         return SqliteStore(self.path, self.durability)
@@ -125,21 +142,26 @@ class SqliteStore:
         self._queue.close()
         with self._lock:
             self._db.close()
+        if self._journal is not None:
+            self._journal.close()
         if self._lock_file is not None:
             self._lock_file.close()
 
     # --- the hot path ----------------------------------------------------------------
 
     def claim(self, claims: Sequence[Claim]) -> list[bool]:
-        rows = [(claim, _result_row(claim.record)) for claim in claims]  # outside the lock
-        claimed: list[bool] = []
-        with self._writing("claiming fires"):
-            for claim, row in rows:
-                moved = self._db.execute(CLAIM_SQL, (claim.job_id, row[3])).rowcount
-                claimed.append(
-                    bool(moved) and bool(self._db.execute(FIRST_RECORD_SQL, row).rowcount)
-                )
-        return claimed
+        rows = [_claim_row(claim) for claim in claims]  # outside the lock
+        try:
+            return self.journal.claim(rows)
+        except sqlite3.Error as err:
+            raise StoreError(f"{self.journal.path}: claiming fires", err) from None
+
+    @property
+    def journal(self) -> ClaimJournal:
+        """The claim journal; the daemon's alone (acquire_daemon_lock opens it)."""
+        if self._journal is None:
+            raise RuntimeError("only the daemon claims fires: call acquire_daemon_lock() first")
+        return self._journal
 
     def save(self, record: Any) -> None:
         row = _record_row(record) if isinstance(record, dict) else _result_row(record)
@@ -171,15 +193,25 @@ class SqliteStore:
         rows = [_result_row(result) for result in results]  # before the lock is taken
         with self._writing("writing run records"):
             self._db.executemany(SAVE_SQL, rows)
+        claimed = [row[0] for row in rows if row[2] in FIRE_TRIGGERS]
+        if claimed and self._journal is not None:
+            try:
+                self._journal.done(claimed)
+            except sqlite3.Error as err:
+                raise StoreError(f"{self._journal.path}: forgetting written claims", err) from None
 
     # --- job state -------------------------------------------------------------------
 
     def job_states(self) -> dict[str, JobState]:
-        rows = self._read("SELECT job_id, grid, anchor, last_fire FROM jobs", ())
-        return {
-            job_id: JobState(grid, parse_iso(anchor), parse_iso(last) if last else None)
-            for job_id, grid, anchor, last in rows
+        rows = self._read("SELECT job_id, grid, anchor FROM jobs", ())
+        last = {job_id: parse_iso(fire) for job_id, fire in self.journal.last_fires().items()}
+        states = {
+            job_id: JobState(grid, parse_iso(anchor), last.get(job_id))
+            for job_id, grid, anchor in rows
         }
+        for job_id, fire in last.items():  # claimed, but never given a state
+            states.setdefault(job_id, JobState(None, fire, fire))
+        return states
 
     def save_job_states(self, states: dict[str, JobState]) -> None:
         stamps: dict[datetime, str] = {}  # a start or reload gives every new job one anchor
@@ -264,23 +296,32 @@ class SqliteStore:
     # --- housekeeping ----------------------------------------------------------------
 
     def mark_interrupted(self, reason: str, now: datetime) -> int:
+        pending = self._journal.pending() if self._journal is not None else []
         rows = self._read("SELECT run_id, version, record FROM runs WHERE status = 'running'", ())
-        records = [_decode(row) for row in rows]
+        ended = {"status": "interrupted", "reason": reason, "finished_at": now.isoformat()}
         updated = [
-            _record_row(
-                {
-                    **record,
-                    "status": "interrupted",
-                    "reason": reason,
-                    "finished_at": now.isoformat(),
-                }
-            )
-            for record in records
+            _record_row({**record, **ended})
+            for record in map(_decode, rows)
             if record.get("status") != "unreadable"
         ]
-        with self._writing("marking runs interrupted"):
+        recovered = [_recovered_row(claim, ended) for claim in pending]
+        with self._writing("recording interrupted runs"):
             self._db.executemany(SAVE_SQL, updated)
-        return len(rows)
+            # A claim whose record was written before the crash keeps that record.
+            recovered = [row for row in recovered if not self._exists(row[0])]
+            self._db.executemany(SAVE_SQL, recovered)
+        if pending and self._journal is not None:
+            try:
+                self._journal.done([claim[0] for claim in pending])
+            except sqlite3.Error as err:
+                raise StoreError(f"{self._journal.path}: forgetting claims", err) from None
+        return len(rows) + len(recovered)
+
+    def _exists(self, run_id: str) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            is not None
+        )
 
     def prune(self, max_age_days: int, max_runs_per_job: int, now: datetime) -> int:
         cutoff = iso(now - timedelta(days=max_age_days))
@@ -304,13 +345,16 @@ class SqliteStore:
     # --- plumbing --------------------------------------------------------------------
 
     @contextmanager
-    def _writing(self, what: str) -> Iterator[None]:
-        """One transaction; any failure rolls it all back and becomes a StoreError."""
+    def _writing(self, what: str, statements: int = 2) -> Iterator[None]:
+        """One transaction (a single statement is one by itself); any failure rolls it all
+        back and becomes a StoreError."""
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                if statements > 1:
+                    self._db.execute("BEGIN IMMEDIATE")
                 yield
-                self._db.execute("COMMIT")
+                if statements > 1:
+                    self._db.execute("COMMIT")
             except sqlite3.Error as err:
                 if self._db.in_transaction:  # some errors have already rolled it back
                     self._db.execute("ROLLBACK")
@@ -322,6 +366,38 @@ class SqliteStore:
                 return self._db.execute(sql, args).fetchall()
             except sqlite3.Error as err:
                 raise StoreError(f"{self.path}: reading", err) from None
+
+
+def _claim_row(claim: Claim) -> ClaimRow:
+    """The journal row of a claim; a skipped fire carries its final record as JSON."""
+    record = claim.record
+    final = None if record.status == "running" else _json(record.to_dict())
+    fire, started = iso(claim.scheduled_for), iso(record.started_at)
+    return (record.run_id, claim.job_id, record.trigger, fire, started, final)
+
+
+def _recovered_row(claim: ClaimRow, ended: dict[str, str]) -> tuple[Any, ...]:
+    """The history row of a claim left without a record: its own (a skipped fire's), else
+    an interrupted one."""
+    run_id, job_id, trigger, fire, started, final = claim
+    if final is not None:
+        record = json.loads(final)
+    else:
+        record = {
+            "run_id": run_id,
+            "job_id": job_id,
+            "trigger": trigger,
+            "scheduled_for": parse_iso(fire).isoformat(),
+            "started_at": parse_iso(started).isoformat(),
+            "steps": [],
+            "output": None,
+            **ended,
+        }
+    return _record_row(record)
+
+
+def _json(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"), default=str)
 
 
 def _result_row(result: Recordable) -> tuple[Any, ...]:
@@ -350,7 +426,7 @@ def _columns(
         iso(started),
         record["status"],
         migrate.RECORD_VERSION,
-        json.dumps(record, separators=(",", ":"), default=str),
+        _json(record),
     )
 
 

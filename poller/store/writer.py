@@ -58,9 +58,11 @@ class RecordQueue:
             if self._writer is None:
                 self._writer = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._writer.start()
+            was_empty = not self._queued
             self._queued.pop(result.run_id, None)
             self._queued[result.run_id] = result
-            self._lock.notify_all()
+            if was_empty:  # the writer waits for work; else it is gathering a batch
+                self._lock.notify_all()
 
     def queued(self, run_id: str) -> Recordable | None:
         """A run's newest record while it waits to be written, else None."""
@@ -97,8 +99,8 @@ class RecordQueue:
         while True:
             with self._lock:
                 self._lock.wait_for(lambda: self._queued or self._closing)
-                if not (self._hurry or self._closing):
-                    self._lock.wait(WRITE_DELAY_SECONDS)
+                # The batch gathers for WRITE_DELAY_SECONDS, unless flush() or close() hurry it.
+                self._lock.wait_for(lambda: self._hurry or self._closing, WRITE_DELAY_SECONDS)
                 if not self._queued:
                     return  # closing, with everything written
                 closing, self._hurry = self._closing, False

@@ -41,7 +41,10 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
 
 @pytest.fixture
 def store(make_store: Callable[[], Store]) -> Store:
-    return make_store()
+    """The daemon's store: it holds the lock, so it may claim fires."""
+    daemon = make_store()
+    daemon.acquire_daemon_lock()
+    return daemon
 
 
 def started(job_id: str, at: datetime, **fields: Any) -> RunResult:
@@ -71,16 +74,25 @@ def record(run_id: str, at: datetime, **fields: Any) -> dict[str, Any]:
     }
 
 
-def test_a_fire_is_claimed_once_with_its_record(store: Store) -> None:
+def test_a_fire_is_claimed_once_and_a_crash_leaves_its_record(store: Store) -> None:
     assert claim(store, "j", T0)
-    [first] = store.recent("j")
-    assert first["status"] == "running" and first["scheduled_for"] == T0.isoformat()
     assert not claim(store, "j", T0)
     # The same instant written with another offset is the same fire; an earlier one is past.
     assert not claim(store, "j", T0.astimezone(ZoneInfo("Asia/Kolkata")))
     assert not claim(store, "j", T0 - timedelta(seconds=1))
     assert claim(store, "j", T0 + timedelta(seconds=1))
-    assert len(store.recent("j")) == 2  # a refused claim wrote nothing
+    # The process dies before any record of the two runs is written: the next start
+    # finds exactly one record of each claimed fire, and no other.
+    assert store.mark_interrupted("crashed", T0 + timedelta(minutes=1)) == 2
+    records = store.recent("j")
+    assert sorted(r["scheduled_for"] for r in records) == [
+        T0.isoformat(),
+        (T0 + timedelta(seconds=1)).isoformat(),
+    ]
+    assert {(r["status"], r["reason"], r["trigger"]) for r in records} == {
+        ("interrupted", "crashed", "schedule")
+    }
+    assert store.mark_interrupted("crashed", T0 + timedelta(minutes=2)) == 0
 
 
 def test_claims_of_one_wake_are_one_transaction_each_answered(store: Store) -> None:
@@ -94,8 +106,11 @@ def test_claims_of_one_wake_are_one_transaction_each_answered(store: Store) -> N
         ]
     )
     assert answers == [True, True, False]
-    assert [r["status"] for r in store.recent("k")] == ["skipped"]
     assert store.job_states()["k"].last_fire == T0
+    # The process dies before the records are written: each claim leaves its own.
+    assert store.mark_interrupted("crashed", at) == 2
+    assert [(r["status"], r["reason"]) for r in store.recent("k")] == [("skipped", "misfire")]
+    assert [r["status"] for r in store.recent("j")] == ["interrupted"]
 
 
 def test_job_states_keep_anchor_grid_and_last_fire(store: Store) -> None:
@@ -127,14 +142,27 @@ def test_save_later_writes_a_run_once_in_its_newest_state(store: Store) -> None:
     assert store.recent("j") == [done.to_dict()]
     assert store.totals() == {"success": 1}
     assert store.failing() is None
+    assert store.mark_interrupted("crashed", T0) == 0  # the written record ended the claim
+
+
+def test_a_run_still_going_at_a_crash_is_recorded_interrupted_once(store: Store) -> None:
+    running = started("j", T0)
+    store.claim([Claim("j", T0, running)])
+    store.save_later(running)  # a long run: its start is written, its end never
+    store.flush()
+    assert [r["status"] for r in store.recent("j")] == ["running"]
+    assert store.mark_interrupted("crashed", T0 + timedelta(minutes=1)) == 1
+    [record] = store.recent("j")
+    assert record["run_id"] == running.run_id and record["status"] == "interrupted"
 
 
 def test_a_reader_sees_what_the_daemon_wrote(make_store: Callable[[], Store]) -> None:
     daemon = make_store()
+    daemon.acquire_daemon_lock()
     reader = daemon.open_reader()
     try:
-        claim(daemon, "j", T0)
-        assert [r["job_id"] for r in reader.recent()] == ["j"]
+        daemon.save(record("r1", T0))
+        assert [r["run_id"] for r in reader.recent()] == ["r1"]
     finally:
         reader.close()
 
