@@ -289,6 +289,7 @@ class ClientPool:
         self.redactor = redactor or Redactor()
         self._lock = threading.Lock()
         self._clients: dict[str, PlatformClient] = {}
+        self.is_closed = False
 
     def get(self, name: str) -> PlatformClient:
         """The client of environment `name`; CallError if the config does not define it."""
@@ -304,8 +305,10 @@ class ClientPool:
             return client
 
     def close(self) -> None:
+        """Close every client's session (a later get() would open new ones)."""
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
+            self.is_closed = True
         for client in clients:
             client.close()
 

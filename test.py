@@ -311,7 +311,7 @@ def test_a_failed_entry_stops_the_chain_after_its_retries(
     ]
     failed = result["steps"][1]
     assert failed["attempts"] == 2
-    assert re.search(r"B failed after 2 attempts: HTTP 500", failed["error"])
+    assert re.search(r"B at 127\.0\.0\.1:\d+ failed after 2 attempts: HTTP 500", failed["error"])
     assert result["reason"] == failed["error"]
     assert result["steps"][2]["reason"] == "not run: " + failed["error"]
     assert len(platform.calls("B")) == 2

@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from poller.api import SHARED_SECONDS  # noqa: E402
 from poller.store import JobState, SqliteStore  # noqa: E402
 from poller.store.migrate import RECORD_VERSION  # noqa: E402
-from poller.store.sqlite import iso  # noqa: E402
+from poller.store.rows import iso  # noqa: E402
 
 PROBES = 50
 """every-1s jobs whose fires are measured, staggered over each second (one every 20 ms)."""

@@ -13,9 +13,7 @@ on the loop thread.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from lookup import ClientPool
@@ -23,23 +21,18 @@ from poller import chain
 from poller.clock import Clock
 from poller.config import Config, Job
 from poller.executors.local import LocalExecutor
+from poller.firing import Firing, Wake
 from poller.plans import Planned, ReloadSummary, grid_of, plan_jobs
 from poller.redaction import Redactor
-from poller.results import RunResult, Trigger, new_run_id, skipped_result, started_result
+from poller.results import RunResult, Trigger, started_result
 from poller.scheduling import FireJob, HeapScheduler
-from poller.store import Claim, Store, StoreError
-from poller.timing import NeverFiresError, fires_between
+from poller.store import Store, StoreError
+from poller.timing import NeverFiresError
 
 log = logging.getLogger(__name__)
 
 STARTUP_LOG_JOBS = 50
 """Start-up logs the next fire of this many jobs, then a count of the rest."""
-MAX_CATCH_UP_RUNS = 100
-"""When not coalescing, at most this many missed fires of a job wait to run after downtime."""
-CATCH_UP_SCAN_LIMIT = 10_000
-"""Missed fires counted one by one; past this many the rest are skipped as one misfire."""
-ON_TIME_SECONDS = 1.0
-"""A single fire handed off within this lateness counts as `schedule`, later as `catch-up`."""
 MAX_WAIT_SECONDS = 30.0
 """No wait is longer, so a wall-clock jump or a suspend is noticed soon."""
 LATE_WAKE_SECONDS = 5.0
@@ -53,18 +46,6 @@ STALL_SECONDS = 90.0
 """/health calls the loop stalled when it has not ticked for this long."""
 
 RunChain = Callable[..., RunResult]
-
-
-@dataclass(slots=True)
-class _Wake:
-    """What one tick decided, kept apart until its claims are committed."""
-
-    now: datetime
-    claims: list[Claim] = field(default_factory=list)
-    starts: list[Job | None] = field(default_factory=list)  # per claim: the job it starts
-    lines: list[tuple[int, str]] = field(default_factory=list)  # per claim: its log line
-    moved: list[tuple[FireJob, datetime]] = field(default_factory=list)  # job, previous due
-    backlogs: dict[str, list[datetime]] = field(default_factory=dict)  # before this wake
 
 
 class Daemon:
@@ -91,9 +72,9 @@ class Daemon:
             config.settings.max_workers, store, clock, run_chain, on_done=self._run_ended
         )
         self._planned: dict[str, Planned] = {}
-        self._backlog: dict[str, deque[datetime]] = {}  # catch-up fires waiting for a slot
+        self.firing = Firing(self.executor)
         self._fire = self._on_fire  # one bound method for every FireJob
-        self._wake: _Wake | None = None
+        self._wake: Wake | None = None
         self.started_at = self.last_tick = clock.now()
         self._planned_wake: datetime | None = None
         self._pruned_at = self.started_at - PRUNE_EVERY
@@ -181,25 +162,27 @@ class Daemon:
         if fire_job is not None:
             self.scheduler.cancel_job(fire_job)
         self._planned.pop(job_id, None)
-        self._backlog.pop(job_id, None)
+        self.firing.backlog.pop(job_id, None)
 
     # --- the wake ---------------------------------------------------------------------
 
     def tick(self, now: datetime) -> float:
         """Claim, decide and hand off every fire due at `now`; seconds until the next wake."""
         self.last_tick = now
-        planned, self._planned_wake = self._planned_wake, None
-        if planned is not None and (now - planned).total_seconds() > LATE_WAKE_SECONDS:
+        expected, self._planned_wake = self._planned_wake, None
+        if expected is not None and (now - expected).total_seconds() > LATE_WAKE_SECONDS:
             log.warning(
                 "the loop woke %.1fs late (suspend, stall or clock jump); "
                 "missed fires follow the misfire rules",
-                (now - planned).total_seconds(),
+                (now - expected).total_seconds(),
             )
-        wake = self._wake = _Wake(now)
+        wake = self._wake = Wake(now)
         try:
             self.scheduler.run_pending()
-            for job_id in list(self._backlog):
-                self._drain(job_id, now, wake)
+            for job_id in list(self.firing.backlog):
+                planned = self._planned.get(job_id)
+                if planned is not None:
+                    self.firing.drain(planned.job, wake)
         finally:
             self._wake = None
         if wake.claims and not self._commit(wake, now):
@@ -223,123 +206,9 @@ class Daemon:
             self.scheduler.cancel_job(fire_job)
             return
         wake.moved.append((fire_job, fire_job.next_run))
-        self._decide(planned, fire_job, wake.now, wake)
+        self.firing.decide(planned, fire_job, wake)
 
-    def _decide(self, planned: Planned, fire_job: FireJob, now: datetime, wake: _Wake) -> None:
-        job, due = planned.job, fire_job.next_run
-        upcoming = planned.after(due)
-        if upcoming > now:  # one fire is due: the usual case
-            fire_job.upcoming = upcoming
-            late = (now - due).total_seconds()
-            if late <= ON_TIME_SECONDS and late <= job.misfire_grace_seconds:
-                self._start_or_skip(job, due, "schedule", now, wake)
-                return
-            fires = [due]
-        else:
-            fires = [
-                due,
-                *fires_between(
-                    planned.schedule, due, now, planned.anchor, limit=CATCH_UP_SCAN_LIMIT
-                ),
-            ]
-            fire_job.upcoming = (
-                now if len(fires) > CATCH_UP_SCAN_LIMIT else planned.after(fires[-1])
-            )
-        grace = timedelta(seconds=job.misfire_grace_seconds)
-        missed = [f for f in fires if now - f > grace]
-        in_time = fires[len(missed) :]
-        trigger: Trigger = "catch-up"
-        if missed:
-            why = f"misfire, more than {job.misfire_grace_seconds:g}s late"
-            self._skip(job, missed, why, trigger, now, wake, logging.WARNING)
-        keep = 1 if job.coalesce else MAX_CATCH_UP_RUNS
-        if len(in_time) > keep:
-            why = (
-                f"coalesced with the fire at {in_time[-1].isoformat()}"
-                if job.coalesce
-                else f"over the catch-up limit of {MAX_CATCH_UP_RUNS}"
-            )
-            self._skip(job, in_time[:-keep], why, trigger, now, wake, logging.INFO)
-            in_time = in_time[-keep:]
-        for scheduled_for in in_time:
-            self._start_or_skip(job, scheduled_for, trigger, now, wake)
-
-    def _start_or_skip(
-        self, job: Job, scheduled_for: datetime, trigger: Trigger, now: datetime, wake: _Wake
-    ) -> None:
-        """Start the fire if max_instances allows, else skip it; a fire of a job that does
-        not coalesce waits in its backlog behind earlier catch-up fires instead."""
-        backlog = self._backlog.get(job.id)
-        if not job.coalesce and (backlog or (trigger == "catch-up" and self.executor.is_full(job))):
-            if backlog is None:
-                backlog = self._backlog[job.id] = deque()
-            wake.backlogs.setdefault(job.id, list(backlog))
-            if len(backlog) < MAX_CATCH_UP_RUNS:
-                backlog.append(scheduled_for)
-            else:
-                why = f"over the catch-up limit of {MAX_CATCH_UP_RUNS} waiting fires"
-                self._skip(job, [scheduled_for], why, trigger, now, wake, logging.INFO)
-            return
-        self._start(job, scheduled_for, trigger, now, wake)
-
-    def _start(
-        self, job: Job, scheduled_for: datetime, trigger: Trigger, now: datetime, wake: _Wake
-    ) -> None:
-        running = self.executor.reserve(job)  # now, so a later fire of this wake sees it
-        if running is not None:
-            why = f"already running ({running} of max_instances {job.max_instances})"
-            self._skip(job, [scheduled_for], why, trigger, now, wake, logging.INFO, series=False)
-            return
-        record = started_result(
-            job.id,
-            trigger=trigger,
-            started_at=now,
-            scheduled_for=scheduled_for,
-            run_id=new_run_id(),
-        )
-        wake.claims.append(Claim(job.id, scheduled_for, record))
-        wake.starts.append(job)
-        wake.lines.append((logging.NOTSET, ""))
-
-    def _drain(self, job_id: str, now: datetime, wake: _Wake) -> None:
-        """Start waiting catch-up fires of a job, oldest first, while max_instances allows."""
-        backlog, planned = self._backlog[job_id], self._planned.get(job_id)
-        if planned is None:
-            return
-        wake.backlogs.setdefault(job_id, list(backlog))
-        while backlog and not self.executor.is_full(planned.job):
-            self._start(planned.job, backlog.popleft(), "catch-up", now, wake)
-        if not backlog:
-            del self._backlog[job_id]
-
-    def _skip(
-        self,
-        job: Job,
-        fires: list[datetime],
-        why: str,
-        trigger: Trigger,
-        now: datetime,
-        wake: _Wake,
-        level: int,
-        *,
-        series: bool = True,
-    ) -> None:
-        """One skipped record (and log line) for a series of fires that will not run."""
-        reason = why
-        if series:
-            span = f"{fires[0].isoformat()} to {fires[-1].isoformat()}"
-            reason = f"{why}: {len(fires)} fire(s) from {span}"
-        record = skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=fires[-1])
-        wake.claims.append(Claim(job.id, fires[-1], record))
-        wake.starts.append(None)
-        if series:
-            wake.lines.append((level, f"job {job.id}: {reason}"))
-        else:
-            wake.lines.append(
-                (level, f"job {job.id}: fire at {fires[-1].isoformat()} skipped: {reason}")
-            )
-
-    def _commit(self, wake: _Wake, now: datetime) -> bool:
+    def _commit(self, wake: Wake, now: datetime) -> bool:
         """Claim the wake's fires; hand off what was claimed, or undo the whole wake."""
         try:
             claimed = self.store.claim(wake.claims)
@@ -372,17 +241,10 @@ class Daemon:
                     log.log(level, "%s", line)
         return True
 
-    def _undo(self, wake: _Wake) -> None:
+    def _undo(self, wake: Wake) -> None:
         for fire_job, previous in reversed(wake.moved):
             self.scheduler.reschedule(fire_job, previous)
-        for job_id, backlog in wake.backlogs.items():
-            if backlog:
-                self._backlog[job_id] = deque(backlog)
-            else:
-                self._backlog.pop(job_id, None)
-        for job in wake.starts:
-            if job is not None:
-                self.executor.release(job.id)
+        self.firing.undo(wake)
 
     def _store_failed(self, now: datetime, err: StoreError) -> None:
         if self.store_failing is None:
@@ -432,7 +294,7 @@ class Daemon:
         return record.run_id
 
     def _run_ended(self, job_id: str) -> None:
-        if job_id in self._backlog:
+        if job_id in self.firing.backlog:
             self.clock.wake()  # a slot is free: the loop starts the next waiting fire
 
     # --- state for the loop, the API and shutdown ---------------------------------------

@@ -111,16 +111,19 @@ class CallError(PollerError):
         attempts: int,
         body_excerpt: str = "",
         reason: str = "",
+        host: str = "",
     ) -> None:
         self.environment = environment
         self.integration_id = integration_id
+        self.host = host
         self.status = status
         self.attempts = attempts
         self.body_excerpt = body_excerpt
         self.reason = reason
         what = f"HTTP {status}" if status is not None else (reason or "no response")
+        where = f" at {host}" if host and host not in integration_id else ""
         message = (
-            f"{environment}: {integration_id} failed after {attempts} "
+            f"{environment}: {integration_id}{where} failed after {attempts} "
             f"attempt{'s' if attempts != 1 else ''}: {what}"
         )
         if status is not None and reason:

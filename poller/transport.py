@@ -260,6 +260,7 @@ def with_retries(
                     attempts,
                     last.excerpt if last else "",
                     reason=reason + "run timeout reached",
+                    host=call.host,
                 )
         attempts += 1
         started = time.monotonic()
@@ -321,5 +322,11 @@ def with_retries(
 
 def _call_error(call: Call, failure: AttemptError, attempts: int) -> CallError:
     return CallError(
-        call.environment, call.target, failure.status, attempts, failure.excerpt, failure.reason
+        call.environment,
+        call.target,
+        failure.status,
+        attempts,
+        failure.excerpt,
+        failure.reason,
+        host=call.host,
     )

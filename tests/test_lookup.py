@@ -153,7 +153,9 @@ def test_backoff_doubles_up_to_the_cap_then_gives_up(
     platform.script("down", always(503, {"error": "maintenance"}))
     client = make_client(retries=5, backoff_seconds=1.0, backoff_max_seconds=5.0)
     with pytest.raises(
-        CallError, match=r"^live: down failed after 6 attempts: HTTP 503 \(Service Unavailable\)"
+        CallError,
+        match=r"^live: down at 127\.0\.0\.1:\d+ failed after 6 attempts: "
+        r"HTTP 503 \(Service Unavailable\)",
     ) as caught:
         client.execute("down", {}, request_id="r")
     error = caught.value
@@ -175,7 +177,9 @@ def test_other_4xx_fail_at_once(
     platform: PlatformServer, make_client: MakeClient, fake_clock: FakeClock, status: int
 ) -> None:
     platform.script("bad", reply(status, {"error": "no"}))
-    with pytest.raises(CallError, match=rf"^live: bad failed after 1 attempt: HTTP {status} "):
+    with pytest.raises(
+        CallError, match=rf"^live: bad at 127\.0\.0\.1:\d+ failed after 1 attempt: HTTP {status} "
+    ):
         make_client(retries=3).execute("bad", {}, request_id="r")
     assert fake_clock.waits == []
 
@@ -220,7 +224,10 @@ def test_no_retry_wait_reaches_past_the_deadline(
 def test_no_attempt_starts_after_the_deadline(
     platform: PlatformServer, make_client: MakeClient
 ) -> None:
-    with pytest.raises(CallError, match=r"^live: i1 failed after 0 attempts: run timeout reached$"):
+    with pytest.raises(
+        CallError,
+        match=r"^live: i1 at 127\.0\.0\.1:\d+ failed after 0 attempts: run timeout reached$",
+    ):
         make_client().execute("i1", {}, request_id="r", deadline=time.monotonic() - 1)
     assert platform.requests == []
 
@@ -244,7 +251,8 @@ def test_slow_answers_time_out_and_are_retried(
 ) -> None:
     platform.script("slow", slow(2, times=2))
     with pytest.raises(
-        CallError, match=r"^live: slow failed after 2 attempts: timed out after 0.2 s"
+        CallError,
+        match=r"^live: slow at 127\.0\.0\.1:\d+ failed after 2 attempts: timed out after 0.2 s",
     ):
         make_client(timeout_seconds=0.2, retries=1).execute("slow", {}, request_id="r")
     assert len(platform.calls("slow")) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ from poller.errors import StateFileError
 from poller.results import RunResult, started_result
 from poller.store import Claim, JobState, SqliteStore
 from poller.store.writer import RecordQueue
+from tests.daemonproc import DaemonProcess, run_app, wait_until
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+V1_FOLDER = Path(__file__).parent / "data" / "v1"
 
 V1_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -221,3 +224,31 @@ def test_a_batch_the_store_refuses_is_kept_and_written_when_it_can_be() -> None:
     queue.close()
     assert written == [first.run_id] and queue.failing is None
     assert queue.queued(first.run_id) is None
+
+
+def test_the_daemon_migrates_a_folder_written_by_the_version_1_daemon(
+    tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    folder = tmp_path / "v1"
+    shutil.copytree(V1_FOLDER, folder)
+    config = json.loads((folder / "config.json").read_text())
+    daemon = DaemonProcess(folder, config)
+    daemons.append(daemon)
+    daemon.start()
+    daemon.wait_log("migrated from schema version 1 to 2")
+    old = {r["run_id"] for r in daemon.runs()}
+    assert len(old) == 4  # three fires and a manual run, all readable
+    new = wait_until(
+        lambda: [r for r in daemon.runs("every2s", "success") if r["run_id"] not in old],
+        what="a fire after the migration",
+    )
+    # The every-2s job keeps the anchor version 1 stored (its fires fell on odd seconds).
+    anchor = datetime.fromisoformat("2026-12-02T08:03:33+00:00")
+    for run in new:
+        offset = (datetime.fromisoformat(run["scheduled_for"]) - anchor).total_seconds()
+        assert offset % 2 == 0, run["scheduled_for"]
+    daemon.stop()
+    history = run_app(folder, "history", "every2s", "--json")
+    assert history.returncode == 0
+    fires = [r["scheduled_for"] for r in json.loads(history.stdout) if r["trigger"] != "manual"]
+    assert len(fires) == len(set(fires))  # no fire recorded twice, old or new

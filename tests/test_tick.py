@@ -218,3 +218,27 @@ def test_health_says_stopping_during_a_graceful_stop(
     assert daemon.health(fake_clock.now()) == ("healthy", None)
     daemon.stop(0)
     assert daemon.health(fake_clock.now())[0] == "stopping"
+
+
+def test_a_replaced_client_pool_is_closed_once_its_last_run_ends(
+    tmp_path: Path, store: FullDiskStore, fake_clock: FakeClock
+) -> None:
+    def with_environment(url: str) -> Config:
+        text = json.dumps({"environments": {"live": {"base_url": url}}, "jobs": [job(every="1s")]})
+        return parse_config(text, tmp_path / "config.json", environ={})
+
+    fake_clock.set(T0)
+    daemon = Daemon(
+        with_environment("http://127.0.0.1:1"), store, fake_clock, run_chain=Recorder(0.3)
+    )
+    daemon.start()
+    old = daemon.clients
+    fake_clock.set(T0 + timedelta(seconds=1))
+    daemon.tick(fake_clock.now())  # a run starts with the old pool
+    daemon.apply(with_environment("http://127.0.0.1:2"))
+    assert daemon.clients is not old and not old.is_closed  # still in use
+    settle(daemon)
+    assert old.is_closed
+    newer = daemon.clients
+    daemon.apply(with_environment("http://127.0.0.1:3"))  # unused: closed at once
+    assert newer.is_closed

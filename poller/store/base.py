@@ -110,10 +110,6 @@ class Store(Protocol):
         """Why queued records cannot be written now, or None."""
         ...
 
-    def check_writable(self) -> None:
-        """Write and commit a trivial row; raise StoreError when that fails."""
-        ...
-
     # --- job state -------------------------------------------------------------------
 
     def job_states(self) -> dict[str, JobState]:

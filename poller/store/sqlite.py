@@ -31,7 +31,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -39,7 +39,16 @@ from poller.errors import PollerError, StateFileError
 from poller.filemodes import make_private, tighten
 from poller.store import migrate
 from poller.store.base import Claim, JobState, StoreError
-from poller.store.journal import ClaimJournal, ClaimRow
+from poller.store.journal import ClaimJournal
+from poller.store.rows import (
+    claim_row,
+    decode,
+    iso,
+    parse_iso,
+    record_row,
+    recovered_row,
+    result_row,
+)
 from poller.store.writer import Recordable, RecordQueue
 
 log = logging.getLogger(__name__)
@@ -53,15 +62,6 @@ SAVE_SQL = (
 )
 Durability = Literal["normal", "full"]
 FIRE_TRIGGERS = ("schedule", "catch-up")
-
-
-def iso(instant: datetime) -> str:
-    """A fixed-width UTC timestamp, so stored instants compare and sort as text."""
-    return instant.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 class DatabaseLockedError(PollerError):
@@ -150,7 +150,7 @@ class SqliteStore:
     # --- the hot path ----------------------------------------------------------------
 
     def claim(self, claims: Sequence[Claim]) -> list[bool]:
-        rows = [_claim_row(claim) for claim in claims]  # outside the lock
+        rows = [claim_row(claim) for claim in claims]  # outside the lock
         try:
             return self.journal.claim(rows)
         except sqlite3.Error as err:
@@ -164,7 +164,7 @@ class SqliteStore:
         return self._journal
 
     def save(self, record: Any) -> None:
-        row = _record_row(record) if isinstance(record, dict) else _result_row(record)
+        row = record_row(record) if isinstance(record, dict) else result_row(record)
         with self._writing("saving a run record"):
             self._db.execute(SAVE_SQL, row)
 
@@ -178,19 +178,13 @@ class SqliteStore:
     def failing(self) -> str | None:
         return self._queue.failing
 
-    def check_writable(self) -> None:
-        with self._writing("checking the state database"):
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('checked_at', ?)", (iso(datetime.now(UTC)),)
-            )
-
     def queued(self, run_id: str) -> dict[str, Any] | None:
         """A run's newest record while it waits for the writer, else None."""
         result = self._queue.queued(run_id)
         return None if result is None else result.to_dict()
 
     def _write_batch(self, results: list[Recordable]) -> None:
-        rows = [_result_row(result) for result in results]  # before the lock is taken
+        rows = [result_row(result) for result in results]  # before the lock is taken
         with self._writing("writing run records"):
             self._db.executemany(SAVE_SQL, rows)
         claimed = [row[0] for row in rows if row[2] in FIRE_TRIGGERS]
@@ -237,7 +231,7 @@ class SqliteStore:
         if queued is not None:
             return queued
         rows = self._read("SELECT run_id, version, record FROM runs WHERE run_id = ?", (run_id,))
-        return _decode(rows[0]) if rows else None
+        return decode(rows[0]) if rows else None
 
     def recent(
         self, job_id: str | None = None, limit: int = 20, status: str | None = None
@@ -255,7 +249,7 @@ class SqliteStore:
             "ORDER BY started_at DESC, rowid DESC LIMIT ?",
             (*args, limit),
         )
-        return [_decode(row) for row in rows]
+        return [decode(row) for row in rows]
 
     def briefs(self, job_ids: list[str], per_job: int) -> dict[str, list[dict[str, Any]]]:
         """The newest `per_job` runs of each job, newest first, in brief.
@@ -300,11 +294,11 @@ class SqliteStore:
         rows = self._read("SELECT run_id, version, record FROM runs WHERE status = 'running'", ())
         ended = {"status": "interrupted", "reason": reason, "finished_at": now.isoformat()}
         updated = [
-            _record_row({**record, **ended})
-            for record in map(_decode, rows)
+            record_row({**record, **ended})
+            for record in map(decode, rows)
             if record.get("status") != "unreadable"
         ]
-        recovered = [_recovered_row(claim, ended) for claim in pending]
+        recovered = [recovered_row(claim, ended) for claim in pending]
         with self._writing("recording interrupted runs"):
             self._db.executemany(SAVE_SQL, updated)
             # A claim whose record was written before the crash keeps that record.
@@ -345,16 +339,13 @@ class SqliteStore:
     # --- plumbing --------------------------------------------------------------------
 
     @contextmanager
-    def _writing(self, what: str, statements: int = 2) -> Iterator[None]:
-        """One transaction (a single statement is one by itself); any failure rolls it all
-        back and becomes a StoreError."""
+    def _writing(self, what: str) -> Iterator[None]:
+        """One transaction; any failure rolls it all back and becomes a StoreError."""
         with self._lock:
             try:
-                if statements > 1:
-                    self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("BEGIN IMMEDIATE")
                 yield
-                if statements > 1:
-                    self._db.execute("COMMIT")
+                self._db.execute("COMMIT")
             except sqlite3.Error as err:
                 if self._db.in_transaction:  # some errors have already rolled it back
                     self._db.execute("ROLLBACK")
@@ -366,83 +357,3 @@ class SqliteStore:
                 return self._db.execute(sql, args).fetchall()
             except sqlite3.Error as err:
                 raise StoreError(f"{self.path}: reading", err) from None
-
-
-def _claim_row(claim: Claim) -> ClaimRow:
-    """The journal row of a claim; a skipped fire carries its final record as JSON."""
-    record = claim.record
-    final = None if record.status == "running" else _json(record.to_dict())
-    fire, started = iso(claim.scheduled_for), iso(record.started_at)
-    return (record.run_id, claim.job_id, record.trigger, fire, started, final)
-
-
-def _recovered_row(claim: ClaimRow, ended: dict[str, str]) -> tuple[Any, ...]:
-    """The history row of a claim left without a record: its own (a skipped fire's), else
-    an interrupted one."""
-    run_id, job_id, trigger, fire, started, final = claim
-    if final is not None:
-        record = json.loads(final)
-    else:
-        record = {
-            "run_id": run_id,
-            "job_id": job_id,
-            "trigger": trigger,
-            "scheduled_for": parse_iso(fire).isoformat(),
-            "started_at": parse_iso(started).isoformat(),
-            "steps": [],
-            "output": None,
-            **ended,
-        }
-    return _record_row(record)
-
-
-def _json(record: dict[str, Any]) -> str:
-    return json.dumps(record, separators=(",", ":"), default=str)
-
-
-def _result_row(result: Recordable) -> tuple[Any, ...]:
-    return _columns(result.to_dict(), result.scheduled_for, result.started_at)
-
-
-def _record_row(record: dict[str, Any]) -> tuple[Any, ...]:
-    scheduled = record.get("scheduled_for")
-    started = record.get("started_at") or scheduled
-    return _columns(
-        record,
-        datetime.fromisoformat(scheduled) if scheduled else None,
-        datetime.fromisoformat(started) if started else datetime.now(UTC),
-    )
-
-
-def _columns(
-    record: dict[str, Any], scheduled: datetime | None, started: datetime
-) -> tuple[Any, ...]:
-    """A runs row: the record's columns (instants fixed-width UTC) and its JSON."""
-    return (
-        record["run_id"],
-        record["job_id"],
-        record["trigger"],
-        None if scheduled is None else iso(scheduled),
-        iso(started),
-        record["status"],
-        migrate.RECORD_VERSION,
-        _json(record),
-    )
-
-
-def _decode(row: tuple[str, int, str]) -> dict[str, Any]:
-    run_id, version, text = row
-    problem = None
-    if version > migrate.RECORD_VERSION:
-        problem = f"written by a newer Poller (record version {version})"
-    else:
-        try:
-            record = json.loads(text)
-        except ValueError as err:
-            problem = f"not valid JSON ({err})"
-        else:
-            if isinstance(record, dict):
-                return record
-            problem = "not a JSON object"
-    log.warning("run %s in the history cannot be read: %s; it is kept as it is", run_id, problem)
-    return {"run_id": run_id, "status": "unreadable", "reason": problem}

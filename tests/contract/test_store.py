@@ -214,8 +214,3 @@ def test_one_daemon_per_store(make_store: Callable[[], Store]) -> None:
     make_store().acquire_daemon_lock()
     with pytest.raises(PollerError, match=r"in use by another Poller daemon \(pid"):
         make_store().acquire_daemon_lock()
-
-
-def test_check_writable_passes_on_a_healthy_store(store: Store) -> None:
-    store.check_writable()
-    assert store.failing() is None
