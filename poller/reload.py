@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 QUIET_SECONDS = 0.25
 """A save is taken as finished after this long without another event on the file."""
 MAX_SETTLE_SECONDS = 5.0
+IDLE_WAIT_SECONDS = 3600.0
+"""The reload thread sleeps this long between changes (a change or a stop wakes it)."""
 """A file that keeps changing is read anyway after this long."""
 
 
@@ -130,7 +132,7 @@ class ConfigReloader:
     def _run(self) -> None:
         while not self._stopped:
             if not self.watcher.pending.is_set():
-                self.watcher.changed.wait(MAX_SETTLE_SECONDS)
+                self.watcher.changed.wait(IDLE_WAIT_SECONDS)  # stop() wakes it too
                 continue
             forced = self.forced.is_set()
             self.forced.clear()
