@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from poller.api import SHARED_SECONDS  # noqa: E402
+
+API_KEY = "bench-api-key"  # every data endpoint needs one (README, Security)
 from poller.store import JobState, SqliteStore  # noqa: E402
 from poller.store.migrate import RECORD_VERSION  # noqa: E402
 from poller.store.rows import iso  # noqa: E402
@@ -100,7 +102,7 @@ def write_config(folder: Path, jobs: int) -> list[str]:
     ]
     config = {
         "settings": {
-            "api": {"enabled": True, "host": "127.0.0.1", "port": 0},
+            "api": {"enabled": True, "host": "127.0.0.1", "port": 0, "api_key": API_KEY},
             "history_max_runs_per_job": 100_000,
         },
         "jobs": entries,
@@ -236,6 +238,7 @@ def measure_latency(url: str, job_ids: list[str], count: int) -> None:
     """Sequential requests. GET /status and GET /jobs are measured twice: computed, and as
     answered from the response identical requests share for SHARED_SECONDS."""
     session = requests.Session()
+    session.headers["X-API-Key"] = API_KEY
     one = job_ids[len(job_ids) // 2]
     pages = [f"/jobs?offset={offset}" for offset in range(0, len(job_ids), 100)]
     spaced, pause = max(count // 10, 5), SHARED_SECONDS + 0.05
@@ -360,6 +363,7 @@ def run_load(url: str, seconds: float, concurrency: int, rate: float) -> int:
 
     def worker(index: int) -> None:
         session = requests.Session()
+        session.headers["X-API-Key"] = API_KEY
         paths = ["/status", "/jobs"]
         n = index
         next_at = time.monotonic() + interval * index / concurrency

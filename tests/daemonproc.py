@@ -12,9 +12,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from poller.store import SqliteStore
 from tests.platform import PlatformServer
@@ -173,3 +176,22 @@ def launch(daemons: list[DaemonProcess], folder: Path, config: dict[str, Any]) -
     daemon.start()
     assert daemon.proc is not None and daemon.proc.poll() is None, daemon.stderr()
     return daemon
+
+
+@contextmanager
+def tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A fresh tmpfs mounted on `folder` (mount -o OPTIONS) for the block; root and mount(8)
+    needed. Skips the test where it cannot mount, but fails it in CI (which has both)."""
+    folder.mkdir(exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        reason = f"cannot mount a tmpfs ({options}) here: {mounted.stderr.decode().strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -13,7 +13,6 @@ import itertools
 import os
 import re
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from tests.apiproc import api_settings, start_api_daemon
-from tests.daemonproc import DaemonProcess, config_with, launch, tick_job, wait_until
+from tests.daemonproc import DaemonProcess, config_with, launch, tick_job, tmpfs, wait_until
 from tests.platform import PlatformServer, always
 
 PROBE = """  # probe.py of a test config folder: each call appends its job, fire and run
@@ -171,21 +170,9 @@ def test_kill_9_mid_catch_up_runs_each_missed_fire_once(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """An empty 1 MiB tmpfs (root and mount(8) needed; CI has both)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        reason = f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
+    """An empty 1 MiB tmpfs."""
+    with tmpfs(tmp_path / "disk", "size=1m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def fill(path: Path) -> None:

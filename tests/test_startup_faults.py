@@ -6,31 +6,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.daemonproc import run_app, tick_job
+from tests.daemonproc import run_app, tick_job, tmpfs
 
 
 @pytest.fixture
 def read_only(tmp_path: Path) -> Iterator[Path]:
-    """An empty folder on a read-only tmpfs (root and mount(8) needed; CI has both)."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        reason = f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    """An empty folder on a read-only tmpfs."""
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as folder:
+        yield folder
 
 
 def start(folder: Path, **settings: str) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from poller.errors import StateFileError
 from poller.filemodes import make_private, tighten
+from poller.store.migrate import run_ddl
 
 JOURNAL_VERSION = 2
 """PRAGMA user_version of the journal: 0 was version 1's ledger (fires only)."""
@@ -70,7 +71,7 @@ class ClaimJournal:
                     advice="Run the newer Poller, or point settings.state_db elsewhere.",
                 )
             self._db.execute("BEGIN IMMEDIATE")
-            _create(self._db, DDL)
+            run_ddl(self._db, DDL)
             self._db.execute(f"PRAGMA user_version = {JOURNAL_VERSION}")
             self._db.execute("COMMIT")
             tighten(path)
@@ -137,13 +138,3 @@ class ClaimJournal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def _create(db: sqlite3.Connection, script: str) -> None:
-    """Run DDL statements one by one: executescript() would commit the open transaction."""
-    statement = ""
-    for line in script.splitlines(keepends=True):
-        statement += line
-        if sqlite3.complete_statement(statement):
-            db.execute(statement)
-            statement = ""

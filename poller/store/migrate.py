@@ -56,7 +56,7 @@ def prepare(db: sqlite3.Connection) -> int:
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "meta" not in tables:
         db.execute("BEGIN IMMEDIATE")
-        _create(db, DDL + JOBS_DDL.format(name="IF NOT EXISTS jobs") + ";")
+        run_ddl(db, DDL + JOBS_DDL.format(name="IF NOT EXISTS jobs") + ";")
         version = 1 if "jobs" in tables else SCHEMA_VERSION  # jobs alone: a version 1 file
         db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
         db.execute("COMMIT")
@@ -92,8 +92,8 @@ def upgrade(db: sqlite3.Connection, path: Path, version: int) -> None:
     its last fires are in the claim journal by now)."""
     try:
         db.execute("BEGIN IMMEDIATE")
-        _create(db, DDL)
-        _create(db, JOBS_DDL.format(name="jobs_v2") + ";")
+        run_ddl(db, DDL)
+        run_ddl(db, JOBS_DDL.format(name="jobs_v2") + ";")
         # The grid that set each anchor is not known (version 1 hashed the whole job):
         # NULL keeps the anchor, and the next start records the grid it runs on.
         db.execute("INSERT INTO jobs_v2 SELECT job_id, NULL, anchor FROM jobs")
@@ -110,7 +110,7 @@ def upgrade(db: sqlite3.Connection, path: Path, version: int) -> None:
     log.info("%s: migrated from schema version %d to %d", path, version, SCHEMA_VERSION)
 
 
-def _create(db: sqlite3.Connection, script: str) -> None:
+def run_ddl(db: sqlite3.Connection, script: str) -> None:
     """Run DDL statements one by one: executescript() would commit the open transaction."""
     statement = ""
     for line in script.splitlines(keepends=True):
