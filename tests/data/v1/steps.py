@@ -1,0 +1,2 @@
+def tick(data, context):
+    return {"ticked": True}
