@@ -223,7 +223,7 @@ class PlatformClient:
             deadline,
             self._clock,
             self._rng,
-            urlsplit(env.base_url).netloc,
+            host_of(env.base_url),
         )
 
         def attempt(timeout: float) -> tuple[int, dict[str, Any]]:
@@ -319,6 +319,13 @@ def display_url(url: str) -> str:
     return mask_url(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
 
 
+def host_of(url: str) -> str:
+    """Where a URL goes, for logs and errors: host and port, never its userinfo."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{host}:{parts.port}" if parts.port else host
+
+
 def http_call(
     session: requests.Session,
     method: str,
@@ -352,8 +359,9 @@ def http_call(
     )
     the_clock = clock or SystemClock()
     policy = RetryPolicy(retries, backoff_seconds, backoff_max_seconds)
-    host = urlsplit(url).hostname or ""
-    call = Call("http", display_url(url), policy, timeout_seconds, deadline, the_clock, None, host)
+    call = Call(
+        "http", display_url(url), policy, timeout_seconds, deadline, the_clock, None, host_of(url)
+    )
     sent = {"X-Request-ID": request_id, "Idempotency-Key": request_id, **headers}
 
     def attempt(timeout: float) -> tuple[int, dict[str, Any]]:

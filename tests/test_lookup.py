@@ -574,3 +574,15 @@ def test_the_platform_runs_standalone_with_control_endpoints() -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=5) == 0
+
+
+def test_a_failed_call_names_its_host_but_never_the_urls_userinfo(
+    platform: PlatformServer, make_client: MakeClient
+) -> None:
+    platform.script("down", fail(times=5))
+    with_userinfo = platform.url.replace("http://", "http://ops:url-secret-7@")
+    client = make_client(base_url=with_userinfo, retries=0)
+    with pytest.raises(CallError) as caught:
+        client.execute("down", {}, request_id="r")
+    assert f"down at 127.0.0.1:{platform.port} failed" in str(caught.value)
+    assert "url-secret-7" not in str(caught.value) and "ops" not in caught.value.host
