@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from poller.errors import StateFileError
@@ -87,30 +88,16 @@ class ClaimJournal:
 
         Raises sqlite3.Error with nothing kept.
         """
-        with self._lock:
-            if len(rows) == 1:
+        if len(rows) == 1:  # one statement is its own transaction
+            with self._lock:
                 return [bool(self._db.execute(CLAIM_SQL, rows[0]).rowcount)]
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                claimed = [bool(self._db.execute(CLAIM_SQL, row).rowcount) for row in rows]
-                self._db.execute("COMMIT")
-            except sqlite3.Error:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            return claimed
+        with self._transaction():
+            return [bool(self._db.execute(CLAIM_SQL, row).rowcount) for row in rows]
 
     def done(self, run_ids: Sequence[str]) -> None:
         """Forget the claims of runs whose records are written."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("DELETE FROM claims WHERE run_id = ?", [(r,) for r in run_ids])
-                self._db.execute("COMMIT")
-            except sqlite3.Error:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            self._db.executemany("DELETE FROM claims WHERE run_id = ?", [(r,) for r in run_ids])
 
     def pending(self) -> list[ClaimRow]:
         """Claims whose records are not known to be written (after a crash, or a stop)."""
@@ -126,10 +113,8 @@ class ClaimJournal:
 
     def seed(self, rows: Sequence[tuple[str, str]]) -> None:
         """Move jobs' last fires forward to (job id, fire) pairs (from the history)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             self._db.executemany(SEED_SQL, rows)
-            self._db.execute("COMMIT")
 
     def is_empty(self) -> bool:
         with self._lock:
@@ -138,3 +123,16 @@ class ClaimJournal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """The writes inside commit together, or not at all (the error is raised)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                if self._db.in_transaction:  # some errors have already rolled it back
+                    self._db.execute("ROLLBACK")
+                raise

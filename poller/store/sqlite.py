@@ -187,12 +187,7 @@ class SqliteStore:
         rows = [result_row(result) for result in results]  # before the lock is taken
         with self._writing("writing run records"):
             self._db.executemany(SAVE_SQL, rows)
-        claimed = [row[0] for row in rows if row[2] in FIRE_TRIGGERS]
-        if claimed and self._journal is not None:
-            try:
-                self._journal.done(claimed)
-            except sqlite3.Error as err:
-                raise StoreError(f"{self._journal.path}: forgetting written claims", err) from None
+        self._forget([row[0] for row in rows if row[2] in FIRE_TRIGGERS])
 
     # --- job state -------------------------------------------------------------------
 
@@ -304,12 +299,16 @@ class SqliteStore:
             # A claim whose record was written before the crash keeps that record.
             recovered = [row for row in recovered if not self._exists(row[0])]
             self._db.executemany(SAVE_SQL, recovered)
-        if pending and self._journal is not None:
-            try:
-                self._journal.done([claim[0] for claim in pending])
-            except sqlite3.Error as err:
-                raise StoreError(f"{self._journal.path}: forgetting claims", err) from None
+        self._forget([claim[0] for claim in pending])
         return len(rows) + len(recovered)
+
+    def _forget(self, run_ids: list[str]) -> None:
+        """Drop the journal's claims of runs whose records are in the history now."""
+        if run_ids and self._journal is not None:
+            try:
+                self._journal.done(run_ids)
+            except sqlite3.Error as err:
+                raise StoreError(f"{self._journal.path}: forgetting written claims", err) from None
 
     def _exists(self, run_id: str) -> bool:
         return (
