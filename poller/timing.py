@@ -224,56 +224,99 @@ def _every_fires(
         k = max(k + 1, -((anchor - start) // interval))
 
 
-class _WallClockCronSim(CronSim):
-    """cronsim with one fix for zones whose clocks shift by 30 minutes (Lord Howe).
-
-    cronsim 2.8 moves to the next allowed hour by ticking 3600 s of real time; across a
-    30-minute shift that lands on HH:30 and skips HH:00-HH:29 of the hour it was looking for
-    (`0 */5 * * *` would miss 05:00). After each tick we step back to the start of the wall
-    hour when that is a real instant later than the one we ticked from.
-    """
-
-    def advance_hour(self) -> bool:
-        if self.dt.hour in self.hours:
-            return False
-        self.dt = self.dt.replace(minute=0, second=0)
-        while self.dt.hour not in self.hours:
-            before = self.dt
-            self.tick(seconds=3600)
-            self._back_to_hour_start(before)
-            if self.dt.hour == 0:
-                break
-        return True
-
-    def _back_to_hour_start(self, before: datetime) -> None:
-        zone = self.dt.tzinfo
-        if zone is None or (self.dt.minute == 0 and self.dt.second == 0):
-            return
-        start = self.dt.replace(minute=0, second=0).astimezone(UTC)
-        is_real = start.astimezone(zone).replace(tzinfo=None) == self.dt.replace(
-            minute=0, second=0, tzinfo=None
-        )
-        if is_real and before.astimezone(UTC) < start < self.dt.astimezone(UTC):
-            self.dt = start.astimezone(zone)
-
-
 def _cron_fires(expr: str, after: datetime, zone: ZoneInfo) -> Iterator[datetime]:
-    # cronsim follows Debian cron: an expression whose minute and hour fields both do not
-    # start with "*" runs at a fixed wall time (a skipped one at the end of the gap, a
-    # repeated one at its first occurrence); otherwise it follows the wall clock and fires in
-    # both copies of a repeated hour. It works on local wall time, so a fixed-time fire can
-    # fall at or before `after` when `after` lies in the second copy; those are dropped, as
-    # are duplicates when several skipped times map to the same gap end.
-    try:
-        times = _WallClockCronSim(_single_ranges(expr), after.astimezone(zone))
-    except CronSimError as err:
-        raise NeverFiresError(f"cron {expr}", after, str(err)) from None
+    # cronsim walks naive wall time here (no zone), so its matches are exactly the wall
+    # times the expression names; turning them into instants is ours, by Debian cron's rule
+    # (SPEC §5): a minute or hour field starting with "*" follows the wall clock, anything
+    # else is a fixed time with the gap and fold rules of `time`.
+    minute, hour = expr.split()[:2]
+    if minute.startswith("*") or hour.startswith("*"):
+        yield from _wall_clock_fires(_single_ranges(expr), after.astimezone(UTC), zone)
+        return
     last = after
-    for local in times:
-        fire = local.astimezone(UTC)
+    for local in _wall_matches(_single_ranges(expr), after.astimezone(zone), after):
+        # Wall times after after's own map to instants that never decrease (see
+        # _wall_instant), so none of them lies before `after`; several skipped times can
+        # share their gap's end, and fire once there.
+        fire = _wall_instant(local.date(), local.time(), zone)
         if fire > last:
             last = fire
             yield fire
+
+
+def _wall_clock_fires(expr: str, after: datetime, zone: ZoneInfo) -> Iterator[datetime]:
+    """Every instant strictly after `after` whose wall time in `zone` matches `expr`.
+
+    Between two offset changes wall time is the instant plus one offset, so the fires of
+    such a stretch are the expression's wall-time matches in it, less that offset. A match
+    past the stretch's end is dropped and the walk restarts at the change, in the new
+    offset: a 30-minute shift forward loses only the 30 minutes that never appear, and a
+    shift back repeats exactly the wall times shown twice.
+    """
+    start, is_inclusive = after, False
+    while True:
+        offset = _offset_at(start, zone)
+        wall = start + offset
+        # At a change the change instant itself may fire: ask for matches from one second
+        # before its wall time (offsets change on whole seconds; matches are whole minutes).
+        begin = wall - timedelta(seconds=1) if is_inclusive else wall
+        for local in _wall_matches(expr, begin, after):
+            fire = local.replace(tzinfo=UTC) - offset
+            change = _offset_change(start, fire, offset, zone)
+            if change is not None:
+                start, is_inclusive = change, True
+                break
+            yield fire
+            start = fire
+        else:
+            return
+
+
+def _wall_matches(expr: str, wall: datetime, after: datetime) -> Iterator[datetime]:
+    """cronsim's matches strictly after `wall` (read as naive wall time), naive."""
+    try:
+        yield from CronSim(expr, wall.replace(tzinfo=None))
+    except CronSimError as err:
+        raise NeverFiresError(f"cron {expr}", after, str(err)) from None
+
+
+def _offset_at(instant: datetime, zone: ZoneInfo) -> timedelta:
+    offset = instant.astimezone(zone).utcoffset()
+    assert offset is not None  # a ZoneInfo always has an offset
+    return offset
+
+
+# No zone in the tz database has changed its offset twice within 7 days since 1970 (measured
+# over every zone of tzdata 2026), so probing a day apart cannot step over a change and back.
+OFFSET_PROBE = timedelta(days=1)
+
+
+def _offset_change(
+    start: datetime, end: datetime, offset: timedelta, zone: ZoneInfo
+) -> datetime | None:
+    """The first instant in (start, end] whose offset is not `offset`, or None."""
+    low = start
+    while low < end:
+        high = min(low + OFFSET_PROBE, end)
+        if _offset_at(high, zone) != offset:
+            return _first_changed(low, high, offset, zone)
+        low = high
+    return None
+
+
+def _first_changed(low: datetime, high: datetime, offset: timedelta, zone: ZoneInfo) -> datetime:
+    """The first whole second in (low, high] whose offset is not `offset` (high's is not)."""
+    base = low.replace(microsecond=0)
+    lo, hi = 0, int((high - base).total_seconds())
+    if base + timedelta(seconds=hi) < high:
+        hi += 1
+    while hi - lo > 1:
+        middle = (lo + hi) // 2
+        if _offset_at(base + timedelta(seconds=middle), zone) == offset:
+            lo = middle
+        else:
+            hi = middle
+    return base + timedelta(seconds=hi)
 
 
 # --- helpers ----------------------------------------------------------------------------

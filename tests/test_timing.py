@@ -560,7 +560,7 @@ def test_every_fires_are_anchor_plus_whole_intervals(
 def test_fixed_time_cron_fires_like_time(
     zone: str, hour: int, minute: int, days: frozenset[int] | None, after: datetime
 ) -> None:
-    # The same DST rules by two routes: our own wall-time walk and cronsim's Debian fixup.
+    # The same DST rules by two routes: the `time` walk over local dates and cron's matches.
     dow = "*" if days is None else ",".join(str((d + 1) % 7) for d in sorted(days))
     by_time = Schedule(timezone=zone, times=((hour, minute, 0),), days=days)
     by_cron = Schedule(timezone=zone, cron=f"{minute} {hour} * * {dow}")
