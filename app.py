@@ -96,7 +96,7 @@ def _run_daemon(config_path: Path) -> int:
     signal.signal(signal.SIGHUP, on_hangup)
     api = None
     if settings.api.enabled:
-        from poller.apiserver import start_api  # fastapi and uvicorn load only to serve
+        from poller.api.server import start_api  # fastapi and uvicorn load only to serve
 
         try:
             api = start_api(daemon, config_path)  # before any run, so a refusal runs nothing

@@ -40,7 +40,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from poller.api import SHARED_SECONDS  # noqa: E402
+from poller.api.context import SHARED_SECONDS  # noqa: E402
 
 API_KEY = "bench-api-key"  # every data endpoint needs one (README, Security)
 from poller.store import JobState, SqliteStore  # noqa: E402

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import requests
 
-from poller.api import create_app
-from poller.apiserver import bind, serve
+from poller.api.app import build_app
+from poller.api.server import bind, serve
 from poller.configfile import load_config
 from poller.daemon import STALL_SECONDS, Daemon
 from poller.store import SqliteStore
@@ -474,7 +474,7 @@ def test_health_is_503_when_the_loop_stalls_and_while_stopping(
     store = SqliteStore(tmp_path / "poller.db")
     store.acquire_daemon_lock()
     daemon = Daemon(load_config(config_path), store, fake_clock)
-    server = serve(create_app(daemon, config_path, "key", None), bind("127.0.0.1", 0))
+    server = serve(build_app(daemon, config_path, "key", None), bind("127.0.0.1", 0))
     try:
         assert requests.get(server.url + "/health", timeout=10).json()["status"] == "healthy"
         fake_clock.advance(STALL_SECONDS + 1)

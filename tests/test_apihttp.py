@@ -1,10 +1,10 @@
-"""GET responses shared by identical requests (poller.apihttp.SharedResponses)."""
+"""GET responses shared by identical requests (poller.api.plumbing.SharedResponses)."""
 
 from __future__ import annotations
 
 from fastapi.responses import Response
 
-from poller.apihttp import SharedResponses
+from poller.api.plumbing import SharedResponses
 
 
 class Views:

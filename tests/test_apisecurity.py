@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from poller.apisecurity import host_name
+from poller.api.security import host_name
 from tests.apiproc import API_KEY, ApiDaemon, api_settings, start_api_daemon
 from tests.daemonproc import tick_job, wait_until
 

@@ -2,7 +2,7 @@
 
 Forms and no-cors fetches from another loopback origin (CSRF), a name resolved to the
 daemon's address (DNS rebinding), framing of /ui, and the key the daemon prints in the
-page address's fragment (poller.apisecurity, poller.apiserver).
+page address's fragment (poller.api.security, poller.api.server).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one daemon, on a registry of its own (no process-wide default).
+"""Prometheus metrics of one daemon, on a registry of its own (no process-wide default), and
+the /metrics route that serves them.
 
 State (jobs, runs in flight, history totals, reloads, the loop's last tick) is read when
 scraped; what only exists as an event (a run's end, its duration, attempts and lateness) is
@@ -10,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from fastapi import APIRouter
+from fastapi.responses import Response
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -19,6 +22,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from poller.api.context import Context
 from poller.results import RunResult
 
 if TYPE_CHECKING:
@@ -143,3 +147,17 @@ class _DaemonState:
             "When the scheduler loop last ran (Unix time).",
             value=daemon.last_tick.timestamp(),
         )
+
+
+router = APIRouter()
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+def get_metrics(ctx: Context) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    text = ctx.read(ctx.metrics.render)
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")

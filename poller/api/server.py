@@ -21,8 +21,8 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from poller.api import create_app
-from poller.apisecurity import LOOPBACK_NAMES, key_path, load_or_create_key
+from poller.api.app import build_app
+from poller.api.security import LOOPBACK_NAMES, key_path, load_or_create_key
 from poller.errors import PollerError
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def start_api(daemon: Daemon, config_path: Path) -> ApiServer | None:
     else:
         key = configured.get_secret_value()
     sock = bind(settings.host, settings.port)
-    server = serve(create_app(daemon, config_path, key, allowed_hosts(settings)), sock)
+    server = serve(build_app(daemon, config_path, key, allowed_hosts(settings)), sock)
     server.key_file = key_file
     if key_file is not None:
         server.page_address = f"{server.url}/ui#key={key}"
@@ -166,7 +166,7 @@ def start_api(daemon: Daemon, config_path: Path) -> ApiServer | None:
 
 
 def serve(app: FastAPI, sock: socket.socket) -> ApiServer:
-    """Serve an app from `create_app` on a bound socket; returns once it accepts requests."""
+    """Serve an app from `build_app` on a bound socket; returns once it accepts requests."""
     config = uvicorn.Config(
         app,
         log_config=None,

@@ -1,5 +1,5 @@
 """The HTTP API's response models: what /openapi.json promises and every response is checked
-against. Pydantic at the boundary only; they are built by poller.apiviews, never stored.
+against. Pydantic at the boundary only; they are built by poller.api.views, never stored.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
 
-from poller.apimodels import (
+from poller.api.models import (
     FireOut,
     JobDetailOut,
     JobOut,

@@ -22,7 +22,7 @@ from fastapi import Request
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from poller.apihttp import error_response
+from poller.api.plumbing import error_response
 from poller.filemodes import make_private, tighten
 
 log = logging.getLogger(__name__)
