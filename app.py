@@ -19,16 +19,17 @@ from types import FrameType
 from zoneinfo import ZoneInfo
 
 from lookup import ClientPool
-from poller import chain, tuning
+from poller import tuning
 from poller.clock import Flag, SystemClock
-from poller.config import Config
-from poller.configfile import config_warnings, load_config, parse_config
+from poller.config.load import config_warnings, load_config, parse_config
+from poller.config.models import Config
 from poller.daemon import Daemon
 from poller.errors import ConfigError, PollerError
 from poller.forecast import forecast
 from poller.logs import setup_logging
 from poller.redaction import Redactor
 from poller.reload import ConfigReloader, ConfigWatcher
+from poller.run import chain
 from poller.store import StoreError, open_store
 from poller.timing import local_zone
 

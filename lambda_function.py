@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from lookup import ClientPool
-from poller.chain import describe_error, run_job
 from poller.clock import SystemClock
-from poller.config import Config, Job, slugify
-from poller.configfile import parse_config
+from poller.config.load import parse_config
+from poller.config.models import Config, Job, slugify
 from poller.errors import ConfigError
 from poller.redaction import Redactor
-from poller.results import TRIGGERS, RunResult, Trigger, new_run_id
+from poller.run.chain import describe_error, run_job
+from poller.run.results import TRIGGERS, RunResult, Trigger, new_run_id
 
 EVENT_KEYS = frozenset(
     {"job", "environments", "settings", "input", "dry_run", "force", "run", "config_dir"}

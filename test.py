@@ -21,9 +21,9 @@ import pytest
 
 from lambda_function import lambda_handler
 from lookup import ClientPool
-from poller.chain import run_job
-from poller.configfile import parse_config
-from poller.results import OUTPUT_MAX_BYTES, RunResult, skipped_result
+from poller.config.load import parse_config
+from poller.run.chain import run_job
+from poller.run.results import OUTPUT_MAX_BYTES, RunResult, skipped_result
 from tests import conftest
 from tests.platform import PlatformServer, always, fail, slow
 

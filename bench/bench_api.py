@@ -167,7 +167,7 @@ def stagger_probes(folder: Path, db_path: Path) -> None:
     `every` counts from the daemon's start, so all probes would fire at the same instant
     and the last of them would wait for the others to be handed off.
     """
-    from poller.configfile import load_config
+    from poller.config.load import load_config
     from poller.plans import grid_of
 
     config = load_config(folder / "config.json")

@@ -111,7 +111,7 @@ def epoch(text: str) -> float:
 
 
 def poller_a(params: Params) -> Result:
-    from poller.configfile import load_config
+    from poller.config.load import load_config
     from poller.plans import grid_of
     from poller.store import JobState, SqliteStore
 

@@ -16,15 +16,15 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from lookup import ClientPool
-from poller import chain
 from poller.clock import Clock
-from poller.config import Config, Job
+from poller.config.models import Config, Job
 from poller.executors.local import LocalExecutor
 from poller.firing import Firing, Wake
 from poller.plans import Planned, ReloadSummary, grid_of, plan_jobs
 from poller.redaction import Redactor
-from poller.results import RunResult, Trigger, started_result
+from poller.run import chain
+from poller.run.client import ClientPool
+from poller.run.results import RunResult, Trigger, started_result
 from poller.scheduling import FireJob, HeapScheduler
 from poller.store import Store, StoreError
 from poller.timing import NeverFiresError

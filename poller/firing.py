@@ -15,10 +15,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from poller.config import Job
+from poller.config.models import Job
 from poller.executors.local import LocalExecutor
 from poller.plans import Planned
-from poller.results import Trigger, new_run_id, skipped_result, started_result
+from poller.run.results import Trigger, new_run_id, skipped_result, started_result
 from poller.scheduling import FireJob
 from poller.store import Claim
 from poller.timing import fires_between

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from poller.config import Config, Job
+from poller.config.models import Config, Job
 from poller.timing import NeverFiresError, blackout_reason, describe, next_fire, zone_of
 
 

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
-from poller.config import Config, Job, Schedule
+from poller.config.models import Config, Job, Schedule
 from poller.store import JobState
 from poller.timing import next_fire
 

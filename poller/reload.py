@@ -19,7 +19,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from poller.clock import Clock, Flag, Wakeup
-from poller.config import Config
+from poller.config.models import Config
 from poller.errors import ConfigError
 
 log = logging.getLogger(__name__)

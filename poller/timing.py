@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from poller.config import WEEKDAY_NAMES, Job, Schedule, format_duration
+from poller.config.models import WEEKDAY_NAMES, Job, Schedule, format_duration
 from poller.errors import PollerError
 
 LOCALTIME = Path("/etc/localtime")

@@ -16,7 +16,7 @@ import requests
 
 from poller.api.app import build_app
 from poller.api.server import bind, serve
-from poller.configfile import load_config
+from poller.config.load import load_config
 from poller.daemon import STALL_SECONDS, Daemon
 from poller.store import SqliteStore
 from tests.apiproc import API_KEY, ApiDaemon, api_settings, start_api_daemon

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from poller.chainmodels import Cond
-from poller.conditions import evaluate, resolve
+from poller.config.chain import Cond
+from poller.run.conditions import evaluate, resolve
 
 TOKENS: dict[str, Any] = {
     "data": {"count": 0, "total": 12.5, "name": "report-2024.csv", "ok": True, "none": None},

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poller.chainmodels import OPERATORS, Condition, FunctionEntry, HttpEntry, IntegrationEntry
-from poller.config import (
+from poller.config.chain import OPERATORS, Condition, FunctionEntry, HttpEntry, IntegrationEntry
+from poller.config.load import load_config, parse_config
+from poller.config.models import (
     ApiKeyAuth,
     BasicAuth,
     BearerAuth,
@@ -20,7 +21,6 @@ from poller.config import (
     format_duration,
     parse_duration,
 )
-from poller.configfile import load_config, parse_config
 from poller.errors import ConfigError
 
 SEED = {

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from poller.configedit import (
+from poller.config.edit import (
     Change,
     ConfigChangedError,
     ConfigConflictError,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from poller.results import RunResult
+from poller.run.results import RunResult
 from poller.store import SqliteStore
 from tests.daemonproc import REPO, DaemonProcess, config_with, launch, tick_job, wait_until
 from tests.platform import PlatformServer, slow

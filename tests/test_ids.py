@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from poller.chain import REQUEST_ID_NAMESPACE, request_base, request_id
-from poller.results import new_run_id
+from poller.run.chain import REQUEST_ID_NAMESPACE, request_base, request_id
+from poller.run.results import new_run_id
 
 
 def test_request_ids_are_uuid5_of_the_fire_step_and_entry() -> None:

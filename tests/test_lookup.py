@@ -17,10 +17,10 @@ import pytest
 import requests
 
 from lookup import ClientPool, PlatformClient, http_call
-from poller.config import Environment
+from poller.config.models import Environment
 from poller.errors import CallError
 from poller.redaction import Redactor
-from poller.transport import excerpt
+from poller.run.transport import excerpt
 from tests.conftest import FakeClock
 from tests.platform import (
     Behaviour,
@@ -463,10 +463,10 @@ def test_excerpts_are_short_single_lines_redacted_before_cutting() -> None:
 def test_attempts_are_logged_at_debug_and_retries_at_warning(
     platform: PlatformServer, make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="poller.transport")
+    caplog.set_level(logging.DEBUG, logger="poller.run.transport")
     platform.script("flaky", fail(times=1))
     make_client(retries=1).execute("flaky", {}, request_id="r")
-    ours = [r for r in caplog.records if r.name == "poller.transport"]
+    ours = [r for r in caplog.records if r.name == "poller.run.transport"]
     assert [r.levelname for r in ours] == ["DEBUG", "WARNING", "DEBUG"]
     assert isinstance(ours[1].args, tuple)
     assert ours[1].args[:5] == ("live", "flaky", f"127.0.0.1:{platform.port}", 1, 503)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from poller.pool import WorkerPool
+from poller.executors.pool import WorkerPool
 
 
 def test_calls_run_on_at_most_max_workers_threads() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poller.retry import (
+from poller.run.retry import (
     RetryPolicy,
     backoff_delay,
     is_retryable_status,

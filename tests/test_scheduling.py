@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from poller.config import Config, Job
-from poller.configfile import parse_config
+from poller.config.load import parse_config
+from poller.config.models import Config, Job
 from poller.daemon import Daemon
-from poller.results import RunResult, started_result
+from poller.run.results import RunResult, started_result
 from poller.scheduling import FireJob, HeapScheduler
 from poller.store import Claim, SqliteStore
 from poller.timing import fires_between, next_fire

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from poller.errors import StateFileError
-from poller.results import RunResult, started_result
+from poller.run.results import RunResult, started_result
 from poller.store import Claim, JobState, SqliteStore
 from poller.store.writer import RecordQueue
 from tests.daemonproc import DaemonProcess, run_app, wait_until

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from poller.config import Config
-from poller.configfile import parse_config
+from poller.config.load import parse_config
+from poller.config.models import Config
 from poller.daemon import CLAIM_RETRY_SECONDS, Daemon
 from poller.store import Claim, SqliteStore, StoreError
 from tests.conftest import FakeClock

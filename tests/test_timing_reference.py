@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from poller.config import Schedule
+from poller.config.models import Schedule
 from poller.timing import fires_between
 
 ZONES = [

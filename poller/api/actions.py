@@ -17,13 +17,13 @@ from poller.api import views
 from poller.api.context import ApiContext, Context
 from poller.api.models import EditOut, RefusedOut, TriggerAllOut, TriggerOut
 from poller.api.plumbing import ProblemError, errors, job_body
-from poller.config import Job
-from poller.configedit import (
+from poller.config.edit import (
     ConfigConflictError,
     EditResult,
     JobExistsError,
     JobNotFoundError,
 )
+from poller.config.models import Job
 from poller.daemon import Daemon
 from poller.errors import ConfigError
 from poller.store import Store, StoreError

@@ -17,7 +17,7 @@ from poller import __version__
 from poller.api import actions, jobs, metrics, page, plumbing, runs, security, status
 from poller.api.context import ApiContext, require_key
 from poller.api.views import TotalsCache
-from poller.configedit import ConfigEditor
+from poller.config.edit import ConfigEditor
 
 if TYPE_CHECKING:
     from poller.daemon import Daemon

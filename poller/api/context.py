@@ -23,7 +23,7 @@ from poller.api.security import check_key
 if TYPE_CHECKING:
     from poller.api.metrics import Metrics
     from poller.api.views import TotalsCache
-    from poller.configedit import ConfigEditor
+    from poller.config.edit import ConfigEditor
     from poller.daemon import Daemon
     from poller.store import Store
 

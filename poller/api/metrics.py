@@ -23,7 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from poller.api.context import Context
-from poller.results import RunResult
+from poller.run.results import RunResult
 
 if TYPE_CHECKING:
     from poller.daemon import Daemon, RunChain

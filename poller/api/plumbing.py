@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from poller.api.models import ErrorOut, ProblemOut
-from poller.config import Job
+from poller.config.models import Job
 from poller.errors import Problem
 from poller.jsondepth import MAX_DEPTH, too_deep_at
 

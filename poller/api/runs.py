@@ -11,7 +11,7 @@ from poller.api import views
 from poller.api.context import Context
 from poller.api.models import RunOut
 from poller.api.plumbing import errors, json_response
-from poller.results import RunStatus
+from poller.run.results import RunStatus
 
 router = APIRouter()
 _RUN_LIST = TypeAdapter(list[RunOut])

@@ -26,7 +26,7 @@ from poller.api.security import LOOPBACK_NAMES, key_path, load_or_create_key
 from poller.errors import PollerError
 
 if TYPE_CHECKING:
-    from poller.config import ApiSettings
+    from poller.config.models import ApiSettings
     from poller.daemon import Daemon
 
 log = logging.getLogger(__name__)

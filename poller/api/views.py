@@ -27,7 +27,7 @@ from poller.api.models import (
     StatusOut,
     StepCounts,
 )
-from poller.config import Config, Job
+from poller.config.models import Config, Job
 from poller.redaction import Redactor
 from poller.store import StoreError
 from poller.timing import NeverFiresError, blackout_reason, describe, zone_of

@@ -14,11 +14,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from lookup import ClientPool
 from poller.clock import Clock
-from poller.config import Config, Job
-from poller.pool import WorkerPool
-from poller.results import RunResult
+from poller.config.models import Config, Job
+from poller.executors.pool import WorkerPool
+from poller.run.client import ClientPool
+from poller.run.results import RunResult
 from poller.store import Store
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from poller.store.base import Claim, JobState, Store, StoreError
 from poller.store.sqlite import DatabaseLockedError, SqliteStore
 
 if TYPE_CHECKING:
-    from poller.config import Settings
+    from poller.config.models import Settings
 
 __all__ = [
     "Claim",

@@ -45,7 +45,7 @@ class Claim:
 
     job_id: str
     scheduled_for: datetime
-    record: Any  # a RunResult (poller.results): running, or skipped
+    record: Any  # a RunResult (poller.run.results): running, or skipped
 
 
 class StoreError(PollerError):

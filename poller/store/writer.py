@@ -22,7 +22,7 @@ RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 class Recordable(Protocol):
-    """A run result that can become its SPEC §4 record (poller.results.RunResult)."""
+    """A run result that can become its SPEC §4 record (poller.run.results.RunResult)."""
 
     @property
     def run_id(self) -> str: ...

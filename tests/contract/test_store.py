@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from poller.errors import PollerError
-from poller.results import RunResult, skipped_result, started_result
+from poller.run.results import RunResult, skipped_result, started_result
 from poller.store import Claim, JobState, SqliteStore, Store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -1,7 +1,7 @@
 """Pydantic models of config.json: what every field means, its default and what is allowed.
 
 They only describe and validate; reading the file, `${NAME}` interpolation and error
-locations live in `poller.configfile`. Models are frozen: a loaded config never changes.
+locations live in `poller.config.load`. Models are frozen: a loaded config never changes.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from poller.basemodel import Model
-from poller.chainmodels import MAX_RESPONSE_BYTES, Entry, HttpEntry
+from poller.config.base import Model
+from poller.config.chain import MAX_RESPONSE_BYTES, Entry, HttpEntry
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")

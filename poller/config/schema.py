@@ -1,7 +1,8 @@
 """Generates config.schema.json from the config models, so editors validate and complete
 config.json.
 
-`python -m poller.schema` writes it; `python -m poller.schema --check` exits 1 when it is stale.
+`python -m poller.config.schema` writes it; with `--check` it exits 1 when the file is
+stale.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from poller.config import Config
+from poller.config.models import Config
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config.schema.json"
 
 
 def build_schema() -> dict[str, Any]:
@@ -40,14 +41,16 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m poller.schema", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m poller.config.schema", description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     args = parser.parse_args(argv)
     text = render()
     if args.check:
         current = SCHEMA_PATH.read_text(encoding="utf-8") if SCHEMA_PATH.exists() else ""
         if current != text:
-            sys.stderr.write(f"{SCHEMA_PATH.name} is out of date; run: python -m poller.schema\n")
+            sys.stderr.write(
+                f"{SCHEMA_PATH.name} is out of date; run: python -m poller.config.schema\n"
+            )
             return 1
         return 0
     SCHEMA_PATH.write_text(text, encoding="utf-8")

@@ -1,6 +1,6 @@
 """Pydantic models of a job's chain: entries (integration, http, function) and conditions.
 
-They only describe and validate; running them is poller.chain's and poller.steps' work.
+They only describe and validate; running them is poller.run.chain's and poller.run.steps' work.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from typing_extensions import TypeAliasType
 
-from poller.basemodel import Model
+from poller.config.base import Model
 from poller.redaction import is_secret_name, is_secret_parameter, mask_url
 
 MAX_RESPONSE_BYTES = 10 * 1024 * 1024

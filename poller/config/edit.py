@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from poller.config import Config, slugify
-from poller.configfile import parse_config
+from poller.config.load import parse_config
+from poller.config.models import Config, slugify
 from poller.errors import ConfigError, PollerError, Problem
 
 MAX_ATTEMPTS = 5

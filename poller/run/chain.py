@@ -1,6 +1,6 @@
 """Running one job's chain (SPEC §3): blackout, conditions, merging, stopping, timeout.
 
-All I/O goes through poller.steps; `run_job` never raises: every failure, ours or a step's,
+All I/O goes through poller.run.steps; `run_job` never raises: every failure, ours or a step's,
 ends in the RunResult it returns. Semantics beyond the SPEC:
 
 - Entries of a step run one after another, in order, all on the same input.
@@ -33,14 +33,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from poller.chainmodels import HttpEntry, entry_id
 from poller.clock import Clock, SystemClock
-from poller.conditions import evaluate
-from poller.config import Config, Job
+from poller.config.chain import HttpEntry, entry_id
+from poller.config.models import Config, Job
 from poller.errors import CallError, ChainError, PollerError, RunStoppedError
 from poller.logs import RunLogger, run_context
 from poller.redaction import Redactor
-from poller.results import (
+from poller.run.conditions import evaluate
+from poller.run.results import (
     RunResult,
     RunStatus,
     StepResult,
@@ -51,14 +51,14 @@ from poller.results import (
     uuid_bits,
     uuid_text,
 )
-from poller.steps import StepRunner
+from poller.run.steps import StepRunner
+from poller.run.transport import Session
 from poller.timing import blackout_reason, zone_of
-from poller.transport import Session
 
 if TYPE_CHECKING:
     import requests
 
-    from lookup import ClientPool
+    from poller.run.client import ClientPool
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def run_job(
     """
     clock = clock or SystemClock()
     run_id = run_id or new_run_id()
-    with run_context(job.id, run_id):  # the lines of lookup and transport carry the ids too
+    with run_context(job.id, run_id):  # the lines of the client and transport carry the ids too
         return _run_job(
             job,
             config,

@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from poller.chainmodels import AnyOf, Condition
+from poller.config.chain import AnyOf, Condition
 
 _INDEX_RE = re.compile(r"^-?\d+$")
 _SYMBOLS = {

@@ -2,7 +2,7 @@
 
 Translates every requests exception into an AttemptError and, once retries are spent, into
 a CallError; builds secret-free body excerpts; sends no credential across a redirect to
-another host. Auth and URLs are lookup.py's business.
+another host. Auth and URLs are poller.run.client's business.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import urllib3
 from poller.clock import Clock
 from poller.errors import CallError, RunStoppedError
 from poller.redaction import Redactor
-from poller.retry import RetryPolicy, is_retryable_status, retry_after_seconds, retry_delay
+from poller.run.retry import RetryPolicy, is_retryable_status, retry_after_seconds, retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ class CallResult:
 
 
 class AttemptError(Exception):
-    """One failed attempt, as the retry loop sees it; never leaves transport.py and lookup.py."""
+    """One failed attempt, as the retry loop sees it; it never leaves this module and
+    poller.run.client."""
 
     def __init__(
         self,

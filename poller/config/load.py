@@ -16,12 +16,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from poller import chainmodels
-from poller import config as models
-from poller.config import Config
+from poller.config import chain as chainmodels
+from poller.config import models as models
+from poller.config.jsonpos import Locations, PathKey, line_col
+from poller.config.models import Config
 from poller.errors import ConfigError, Problem
 from poller.jsondepth import MAX_DEPTH, too_deep_at
-from poller.jsonpos import Locations, PathKey, line_col
 
 MAX_CONFIG_CHARS = 64 * 1024 * 1024
 """A config file larger than this is refused (10,000 jobs take about 2 MB)."""

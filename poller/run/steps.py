@@ -1,7 +1,7 @@
 """Executors for the three kinds of chain entry: integration call, plain HTTP call, function.
 
 They do the I/O of one entry and raise on failure; judging conditions, merging outputs and
-recording results is the chain's business (poller.chain).
+recording results is the chain's business (poller.run.chain).
 
 Choices:
 - integration: the payload is the incoming input with the entry's `input` merged over it.
@@ -38,15 +38,15 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lookup import display_url, http_call
-from poller.chainmodels import Entry, FunctionEntry, HttpEntry, IntegrationEntry
-from poller.config import Config
+from poller.config.chain import Entry, FunctionEntry, HttpEntry, IntegrationEntry
+from poller.config.models import Config
 from poller.errors import ChainError
+from poller.run.client import display_url, http_call
 
 if TYPE_CHECKING:
     import requests
 
-    from lookup import ClientPool
+    from poller.run.client import ClientPool
 
 _IMPORT_LOCK = threading.Lock()  # sys.path edits and first imports happen one at a time
 _FROM_FOLDER: set[tuple[str, Path]] = set()  # modules found to live in that config folder

@@ -1,7 +1,7 @@
 """Retry policy of outgoing calls: which failures are retried and how long to wait before each.
 
 Pure functions over numbers and header text; the waiting (through a Clock) and the I/O
-live in poller.transport.
+live in poller.run.transport.
 """
 
 from __future__ import annotations
