@@ -19,7 +19,7 @@ from types import FrameType
 from zoneinfo import ZoneInfo
 
 from lookup import ClientPool
-from poller import tuning
+from poller import timeformat, tuning
 from poller.clock import Flag, SystemClock
 from poller.config.load import config_warnings, load_config, parse_config
 from poller.config.models import Config
@@ -136,7 +136,11 @@ def _run_daemon(config_path: Path) -> int:
     watcher.stop()
     reloader.stop()
     grace = daemon.config.settings.shutdown_grace_seconds
-    log.info("stopping: no new fires; waiting up to %gs for %d run(s)", grace, daemon.inflight())
+    log.info(
+        "stopping: no new fires; waiting up to %s for %d run(s)",
+        timeformat.seconds_text(grace),
+        daemon.inflight(),
+    )
     left = daemon.stop(grace)  # /health says "stopping" meanwhile
     if api is not None:
         api.stop()
@@ -265,10 +269,10 @@ def positive_int(text: str) -> int:
 
 def parse_instant(text: str) -> datetime:
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
+        return timeformat.parse_wall(text)
+    except ValueError as err:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 instant; expected e.g. 2026-03-29T00:30:00+00:00"
+            f"{err}; expected e.g. 2026-03-29T00:30:00+00:00"
         ) from None
 
 
@@ -304,7 +308,7 @@ def cmd_check(config_path: Path, args: argparse.Namespace) -> int:
         print(f"  schedule: {item.schedule}  [{item.timezone}]")
         for fire, blackout in zip(item.next_fires, item.blackouts, strict=True):
             note = f"  (skipped: {blackout})" if blackout else ""
-            print(f"  next: {fire.isoformat()}{note}")
+            print(f"  next: {timeformat.text(fire)}{note}")
     for warning in warnings:
         print(f"\nwarning: {warning}")
     return EXIT_OK
@@ -379,16 +383,12 @@ def cmd_history(config_path: Path, args: argparse.Namespace) -> int:
 
 
 def _history_line(run: dict[str, object]) -> str:
-    started = str(run.get("started_at") or "")
-    if started:
-        started = datetime.fromisoformat(started).astimezone().isoformat(timespec="seconds")
+    started_at = timeformat.parse_or_none(run.get("started_at"))
+    finished_at = timeformat.parse_or_none(run.get("finished_at"))
+    started = "" if started_at is None else timeformat.local_text(started_at)
     duration = ""
-    if run.get("started_at") and run.get("finished_at"):
-        seconds = (
-            datetime.fromisoformat(str(run["finished_at"]))
-            - datetime.fromisoformat(str(run["started_at"]))
-        ).total_seconds()
-        duration = f"{seconds:.2f}s"
+    if started_at is not None and finished_at is not None:
+        duration = timeformat.seconds_text((finished_at - started_at).total_seconds())
     reason = str(run.get("reason") or "")
     job_id, trigger, status = (str(run.get(k) or "") for k in ("job_id", "trigger", "status"))
     return f"{started:<25} {job_id:<20} {trigger:<9} {status:<11} {duration:>9}  {reason[:80]}"

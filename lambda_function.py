@@ -23,11 +23,12 @@ import dataclasses
 import json
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
 from lookup import ClientPool
+from poller import timeformat
 from poller.clock import SystemClock
 from poller.config.load import parse_config
 from poller.config.models import Config, Job, slugify
@@ -175,17 +176,11 @@ def _instant(value: Any) -> datetime | None:
     if value is None:
         return None
     try:
-        instant = datetime.fromisoformat(str(value))
-    except ValueError:
+        return timeformat.parse(str(value))
+    except ValueError as err:
         raise EventError(
-            f"invalid event: run.scheduled_for {value!r} is not an ISO 8601 instant"
+            f'invalid event: run.scheduled_for {err}, e.g. "2024-05-01T08:00:00+00:00"'
         ) from None
-    if instant.tzinfo is None:
-        raise EventError(
-            f"invalid event: run.scheduled_for {value!r} needs a UTC offset, "
-            'e.g. "2024-05-01T08:00:00+00:00"'
-        )
-    return instant.astimezone(UTC)
 
 
 def _failed(event: Any, reason: str, now: datetime) -> dict[str, Any]:

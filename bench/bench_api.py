@@ -45,7 +45,7 @@ from poller.api.context import SHARED_SECONDS  # noqa: E402
 API_KEY = "bench-api-key"  # every data endpoint needs one (README, Security)
 from poller.store import JobState, SqliteStore  # noqa: E402
 from poller.store.migrate import RECORD_VERSION  # noqa: E402
-from poller.store.rows import iso  # noqa: E402
+from poller.timeformat import column  # noqa: E402
 
 PROBES = 50
 """every-1s jobs whose fires are measured, staggered over each second (one every 20 ms)."""
@@ -151,7 +151,16 @@ def fill_history(db_path: Path, job_ids: list[str], runs: int) -> None:
         }
         text = json.dumps(record, separators=(",", ":"))
         batch.append(
-            (run_id, job_id, "schedule", iso(started), iso(started), status, RECORD_VERSION, text)
+            (
+                run_id,
+                job_id,
+                "schedule",
+                column(started),
+                column(started),
+                status,
+                RECORD_VERSION,
+                text,
+            )
         )
         if len(batch) == 20_000:
             db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)

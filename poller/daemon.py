@@ -27,6 +27,7 @@ from poller.run.client import ClientPool
 from poller.run.results import RunResult, Trigger, started_result
 from poller.scheduling import FireJob, HeapScheduler
 from poller.store import Store, StoreError
+from poller.timeformat import seconds_text, text
 from poller.timing import NeverFiresError
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class Daemon:
                 self.trigger(job, "startup")
         for job in self.config.jobs[:STARTUP_LOG_JOBS]:
             fire_job = self.scheduler.by_id.get(job.id)
-            when = fire_job.next_run.isoformat() if fire_job else "never (disabled)"
+            when = text(fire_job.next_run) if fire_job else "never (disabled)"
             log.info("job %s (%s): next fire %s", job.id, job.label, when)
         if len(self.config.jobs) > STARTUP_LOG_JOBS:
             log.info(
@@ -172,9 +173,9 @@ class Daemon:
         expected, self._planned_wake = self._planned_wake, None
         if expected is not None and (now - expected).total_seconds() > LATE_WAKE_SECONDS:
             log.warning(
-                "the loop woke %.1fs late (suspend, stall or clock jump); "
+                "the loop woke %s late (suspend, stall or clock jump); "
                 "missed fires follow the misfire rules",
-                (now - expected).total_seconds(),
+                seconds_text((now - expected).total_seconds()),
             )
         wake = self._wake = Wake(now)
         try:
@@ -218,9 +219,7 @@ class Daemon:
             return False
         if self.store_failing is not None:
             since, _ = self.store_failing
-            log.warning(
-                "the state database is writable again (failing since %s)", since.isoformat()
-            )
+            log.warning("the state database is writable again (failing since %s)", text(since))
             self.store_failing = self._reported_at = None
         for claim, job, (level, line), is_claimed in zip(
             wake.claims, wake.starts, wake.lines, claimed, strict=True
@@ -229,7 +228,7 @@ class Daemon:
                 log.warning(
                     "job %s: the fire at %s was already handled; not run twice",
                     claim.job_id,
-                    claim.scheduled_for.isoformat(),
+                    text(claim.scheduled_for),
                 )
                 if job is not None:
                     self.executor.release(job.id)
@@ -255,7 +254,7 @@ class Daemon:
             self._reported_at = now
             pending = sorted({fire_job.job_id for fire_job in self.scheduler.due_jobs(now)})
             line = (
-                f"the state database cannot be written since {since.isoformat()} ({err.cause}); "
+                f"the state database cannot be written since {text(since)} ({err.cause}); "
                 f"{len(pending)} job(s) have fires pending, none is run unclaimed: "
                 f"{', '.join(pending[:10])}{' …' if len(pending) > 10 else ''}"
             )
@@ -328,12 +327,12 @@ class Daemon:
             return "unhealthy", "the worker pool is shut down"
         age = (now - self.last_tick).total_seconds()
         if age > STALL_SECONDS:
-            return "unhealthy", f"the scheduler loop has not run for {age:.0f}s"
+            return "unhealthy", f"the scheduler loop has not run for {seconds_text(round(age))}"
         if self.store_failing is not None:
             since, why = self.store_failing
             return (
                 "unhealthy",
-                f"the state database cannot be written since {since.isoformat()}: {why}",
+                f"the state database cannot be written since {text(since)}: {why}",
             )
         failing = self.store.failing()
         if failing is not None:

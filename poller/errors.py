@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from poller.redaction import MASK, Redactor, is_secret_name
+from poller.timeformat import json_default
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ def _shown(path: str, value: object, limit: int = 60) -> str:
     last = parts[-1] if parts else ""
     if is_secret_name(last) or "headers" in parts or (last == "value" and "auth" in parts):
         return MASK
-    text = json.dumps(Redactor().value(value), default=str, ensure_ascii=False)
+    text = json.dumps(Redactor().value(value), default=json_default, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -21,6 +21,7 @@ from poller.plans import Planned
 from poller.run.results import Trigger, new_run_id, skipped_result, started_result
 from poller.scheduling import FireJob
 from poller.store import Claim
+from poller.timeformat import seconds_text, text
 from poller.timing import fires_between
 
 MAX_CATCH_UP_RUNS = 100
@@ -77,12 +78,12 @@ class Firing:
         in_time = fires[len(missed) :]
         trigger: Trigger = "catch-up"
         if missed:
-            why = f"misfire, more than {job.misfire_grace_seconds:g}s late"
+            why = f"misfire, more than {seconds_text(job.misfire_grace_seconds)} late"
             self._skip(job, missed, why, trigger, now, wake, logging.WARNING)
         keep = 1 if job.coalesce else MAX_CATCH_UP_RUNS
         if len(in_time) > keep:
             why = (
-                f"coalesced with the fire at {in_time[-1].isoformat()}"
+                f"coalesced with the fire at {text(in_time[-1])}"
                 if job.coalesce
                 else f"over the catch-up limit of {MAX_CATCH_UP_RUNS}"
             )
@@ -163,7 +164,7 @@ class Firing:
         """One skipped record (and log line) for a series of fires that will not run."""
         reason = why
         if series:
-            span = f"{fires[0].isoformat()} to {fires[-1].isoformat()}"
+            span = f"{text(fires[0])} to {text(fires[-1])}"
             reason = f"{why}: {len(fires)} fire(s) from {span}"
         record = skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=fires[-1])
         wake.claims.append(Claim(job.id, fires[-1], record))
@@ -171,6 +172,4 @@ class Firing:
         if series:
             wake.lines.append((level, f"job {job.id}: {reason}"))
         else:
-            wake.lines.append(
-                (level, f"job {job.id}: fire at {fires[-1].isoformat()} skipped: {reason}")
-            )
+            wake.lines.append((level, f"job {job.id}: fire at {text(fires[-1])} skipped: {reason}"))

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from poller.config.models import Config, Job
+from poller.timeformat import text
 from poller.timing import NeverFiresError, blackout_reason, describe, next_fire, zone_of
 
 
@@ -28,9 +29,9 @@ class JobForecast:
             "enabled": self.job.enabled,
             "timezone": self.timezone,
             "schedule": self.schedule,
-            "next_fires": [fire.isoformat() for fire in self.next_fires],
+            "next_fires": [text(fire) for fire in self.next_fires],
             "blackouts": [
-                {"at": fire.isoformat(), "reason": reason}
+                {"at": text(fire), "reason": reason}
                 for fire, reason in zip(self.next_fires, self.blackouts, strict=True)
                 if reason
             ],

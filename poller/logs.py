@@ -22,6 +22,7 @@ from typing import Any
 
 from poller import filemodes
 from poller.redaction import Redactor
+from poller.timeformat import json_default, log_text
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [job=%(job_id)s run=%(run_id)s] %(message)s"
 
@@ -123,10 +124,20 @@ class RateLimitFilter(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """`TEXT_FORMAT`, its time written as every log time is (poller.timeformat.log_text)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return log_text(record.created)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self.formatTime(record),
+            "time": log_text(record.created),
             "level": record.levelname,
             "logger": record.name,
             "job_id": getattr(record, "job_id", "-"),
@@ -135,7 +146,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info or record.exc_text:
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return json.dumps(entry, ensure_ascii=False, default=json_default)
 
 
 def setup_logging(
@@ -156,9 +167,7 @@ def setup_logging(
         root.removeHandler(handler)
         handler.close()
     root.setLevel(level)
-    formatter: logging.Formatter = (
-        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    formatter: logging.Formatter = JsonFormatter() if log_format == "json" else TextFormatter()
     redact = RedactFilter(redactor or Redactor())
     handlers: list[logging.Handler] = []
     if log_file is not None:

@@ -21,6 +21,7 @@ from datetime import datetime
 import schedule
 
 from poller.clock import Clock
+from poller.timeformat import text
 
 Plan = Callable[[datetime], datetime]
 _NO_TAGS: frozenset[object] = frozenset()
@@ -63,7 +64,7 @@ class FireJob(schedule.Job):
         self.next_run = upcoming if upcoming is not None else self.plan(self.next_run)
 
     def __repr__(self) -> str:
-        return f"FireJob({self.job_id!r}, next_run={self.next_run.isoformat()})"
+        return f"FireJob({self.job_id!r}, next_run={text(self.next_run)})"
 
 
 class HeapScheduler(schedule.Scheduler):

@@ -16,8 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from poller.config.models import WEEKDAY_NAMES, Job, Schedule, format_duration
+from poller.config.models import WEEKDAY_NAMES, Job, Schedule
 from poller.errors import PollerError
+from poller.timeformat import clock_text, format_duration, text
 
 LOCALTIME = Path("/etc/localtime")
 SINGLE_RANGE_RE = re.compile(r"(?<!\d)(\d+)-(\d+)(?:/\d+)?(?!\d)")
@@ -34,7 +35,7 @@ class NeverFiresError(PollerError):
         self.schedule = schedule
         self.after = after
         self.reason = reason
-        super().__init__(f"{schedule} never fires after {after.isoformat()}: {reason}")
+        super().__init__(f"{schedule} never fires after {text(after)}: {reason}")
 
 
 def local_zone() -> ZoneInfo:
@@ -138,7 +139,7 @@ def describe(schedule: Schedule) -> str:
     on_days = _describe_days(schedule.days)
     if schedule.every_seconds is not None:
         return f"every {format_duration(schedule.every_seconds)}{on_days}"
-    times = [_clock(t) for t in sorted(schedule.times)]
+    times = [clock_text(t) for t in sorted(schedule.times)]
     listed = times[0] if len(times) == 1 else ", ".join(times[:-1]) + " and " + times[-1]
     return f"{'at' if on_days else 'daily at'} {listed}{on_days}"
 
@@ -164,7 +165,7 @@ def _fires(schedule: Schedule, after: datetime, anchor: datetime | None) -> Iter
 def _check_aware(*instants: datetime | None) -> None:
     for instant in instants:
         if instant is not None and (instant.tzinfo is None or instant.utcoffset() is None):
-            raise ValueError(f"expected an aware datetime, got {instant.isoformat()}")
+            raise ValueError(f"expected an aware datetime, got {text(instant)}")
 
 
 def _first_step(after: datetime, anchor: datetime, interval: timedelta) -> int:
@@ -385,11 +386,6 @@ def _single_ranges(expr: str) -> str:
 
 def _single_range(match: re.Match[str]) -> str:
     return match[1] if int(match[1]) == int(match[2]) else match[0]
-
-
-def _clock(value: tuple[int, int, int]) -> str:
-    hour, minute, second = value
-    return f"{hour:02d}:{minute:02d}" + (f":{second:02d}" if second else "")
 
 
 def _describe_days(days: frozenset[int] | None) -> str:

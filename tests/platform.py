@@ -459,10 +459,14 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 answer: dict[str, Any] = {"expires_in": platform.token_ttl_seconds}
                 *parents, leaf = platform.token_field.split(".")
+                value: Any = secret
+                if leaf.lstrip("-").isdigit():  # "tokens.-1": the last of a list, after a stale one
+                    *parents, leaf = parents
+                    value = ["stale-token", secret]
                 node = answer
                 for name in parents:
                     node = node.setdefault(name, {})
-                node[leaf] = secret
+                node[leaf] = value
                 self._send_json(200, answer)
         elif request.integration_id is not None:
             if not platform._is_authorized(request.headers):

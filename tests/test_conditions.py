@@ -8,7 +8,8 @@ import pytest
 from pydantic import TypeAdapter
 
 from poller.config.chain import Cond
-from poller.run.conditions import evaluate, resolve
+from poller.run.conditions import evaluate
+from poller.run.paths import resolve
 
 TOKENS: dict[str, Any] = {
     "data": {"count": 0, "total": 12.5, "name": "report-2024.csv", "ok": True, "none": None},

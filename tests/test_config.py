@@ -18,10 +18,9 @@ from poller.config.models import (
     BearerAuth,
     NoAuth,
     SessionAuth,
-    format_duration,
-    parse_duration,
 )
 from poller.errors import ConfigError
+from poller.timeformat import format_duration, parse_duration
 
 SEED = {
     "time": "00:00",

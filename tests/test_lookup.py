@@ -370,8 +370,26 @@ def test_the_token_is_read_at_a_dotted_token_field(
     platform.require_auth = True
     auth = {**AUTHS["bearer"], "token_field": "data.access_token"}
     assert make_client(auth).execute("i1", {}, request_id="r").status == 200
-    with pytest.raises(CallError, match=r"\(login answer has no token at 'token'\)"):
+    missing = r"\(login answer has no token at 'token' \(the input has no key \"token\"\)\)"
+    with pytest.raises(CallError, match=missing):
         make_client("bearer", retries=2).execute("i1", {}, request_id="r")
+
+
+def test_a_token_field_indexes_lists_as_conditions_do(
+    platform: PlatformServer, make_client: MakeClient
+) -> None:
+    # One resolver (poller.run.paths): `tokens.-1` is the last item, as in a `when` token.
+    platform.token_field = "tokens.-1"
+    platform.require_auth = True
+    assert (
+        make_client({**AUTHS["bearer"], "token_field": "tokens.-1"})
+        .execute("i1", {}, request_id="r")
+        .status
+        == 200
+    )
+    beyond = {**AUTHS["bearer"], "token_field": "tokens.2"}
+    with pytest.raises(CallError, match=r"at 'tokens.2' \(tokens has 2 items, no index 2\)"):
+        make_client(beyond, retries=0).execute("i1", {}, request_id="r")
 
 
 def test_eight_threads_share_one_client_and_one_login(

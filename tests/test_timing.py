@@ -14,7 +14,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from poller.config.models import Job, Schedule, format_duration, parse_duration
+from poller.config.models import Job, Schedule
+from poller.timeformat import format_duration, parse_duration
 from poller.timing import (
     NeverFiresError,
     blackout_reason,

@@ -9,14 +9,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 
-
-def _iso(instant: datetime) -> str:
-    return instant.isoformat()
-
+from poller.timeformat import text
 
 Instant = Annotated[
     datetime,
-    PlainSerializer(_iso, return_type=str, when_used="json"),
+    PlainSerializer(text, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 """An aware instant as ISO 8601 with its offset ("+00:00", never "Z"), as `check` prints."""

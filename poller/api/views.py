@@ -30,6 +30,7 @@ from poller.api.models import (
 from poller.config.models import Config, Job
 from poller.redaction import Redactor
 from poller.store import StoreError
+from poller.timeformat import ms_between, parse_or_none
 from poller.timing import NeverFiresError, blackout_reason, describe, zone_of
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ def run_briefs(records: list[dict[str, Any]]) -> list[RunBrief]:
                 "run_id": str(record.get("run_id", "")),
                 "status": str(record.get("status", "")),
                 "trigger": record.get("trigger"),
-                "started_at": _instant(record.get("started_at")),
+                "started_at": parse_or_none(record.get("started_at")),
                 "duration_ms": record.get("duration_ms"),
             }
             for record in records
@@ -233,21 +234,9 @@ def _last_execution(record: dict[str, Any]) -> LastExecution:
 
 
 def _duration_ms(record: dict[str, Any]) -> int | None:
-    return _ms_between(_instant(record.get("started_at")), _instant(record.get("finished_at")))
-
-
-def _instant(value: Any) -> datetime | None:
-    try:
-        instant = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-    return instant if instant is not None and instant.tzinfo is not None else None
-
-
-def _ms_between(started: datetime | None, finished: datetime | None) -> int | None:
-    if started is None or finished is None:
-        return None
-    return max(0, round((finished - started).total_seconds() * 1000))
+    started = parse_or_none(record.get("started_at"))
+    finished = parse_or_none(record.get("finished_at"))
+    return None if started is None or finished is None else ms_between(started, finished)
 
 
 def _rate(success: int, failed: int) -> float | None:

@@ -7,7 +7,6 @@ locations live in `poller.config.load`. Models are frozen: a loaded config never
 from __future__ import annotations
 
 import base64
-import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -27,11 +26,9 @@ from pydantic import (
 
 from poller.config.base import Model
 from poller.config.chain import MAX_RESPONSE_BYTES, Entry, HttpEntry
+from poller.timeformat import parse_clock, parse_duration
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
-DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 HOST_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 IPV6_HOST_RE = re.compile(r"^\[[0-9A-Fa-f:.]{2,45}\]$")
 URL_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -208,41 +205,6 @@ def basic_credentials(username: str, password: str) -> tuple[str, str]:
 # --- jobs -----------------------------------------------------------------------------
 
 
-def parse_duration(value: str | dict[str, float] | float) -> float:
-    """Seconds in "30s" / "10m" / "2h" / "1d" / {"hours": 2, "minutes": 30}."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str):
-        match = DURATION_RE.match(value)
-        if not match:
-            raise ValueError('expected a duration like "30s", "10m", "2h" or "1d"')
-        seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)]
-    elif isinstance(value, dict):
-        units = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
-        unknown = sorted(set(value) - set(units))
-        if unknown or not value:
-            raise ValueError('expected an object with "days", "hours", "minutes" and/or "seconds"')
-        seconds = 0.0
-        for key, amount in value.items():
-            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
-                raise ValueError(f'"{key}" must be a non-negative number')
-            seconds += amount * units[key]
-    else:
-        raise ValueError('expected a duration like "30s", "10m", "2h" or "1d"')
-    if seconds <= 0:
-        raise ValueError("expected a duration greater than zero")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest `parse_duration` string for a whole number of seconds."""
-    for unit in ("d", "h", "m"):
-        size = DURATION_UNITS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds}s"
-
-
 def parse_weekday(value: int | str) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a weekday")
@@ -252,14 +214,6 @@ def parse_weekday(value: int | str) -> int:
     elif isinstance(value, str) and value.strip().lower()[:3] in WEEKDAY_NAMES:
         return WEEKDAY_NAMES.index(value.strip().lower()[:3])
     raise ValueError('expected a weekday: 0=Monday … 6=Sunday, or "mon" … "sun"')
-
-
-@functools.lru_cache(maxsize=4096)  # jobs at the same time share one tuple
-def parse_time(value: str) -> tuple[int, int, int]:
-    match = TIME_RE.match(value)
-    if not match:
-        raise ValueError('expected "HH:MM" or "HH:MM:SS" (24-hour clock)')
-    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
 
 
 def slugify(text: str) -> str:
@@ -320,7 +274,7 @@ class Job(Model):
     @classmethod
     def _times(cls, value: str | list[str] | None) -> str | list[str] | None:
         for item in [value] if isinstance(value, str) else value or []:
-            parse_time(item)
+            parse_clock(item)
         if isinstance(value, list) and not value:
             raise ValueError('expected at least one "HH:MM"')
         return value
@@ -377,7 +331,7 @@ class Job(Model):
         times: tuple[tuple[int, int, int], ...] = ()
         if self.time is not None:
             raw = [self.time] if isinstance(self.time, str) else self.time
-            times = tuple(sorted({parse_time(t) for t in raw}))
+            times = tuple(sorted({parse_clock(t) for t in raw}))
         return Schedule(
             timezone=self.timezone or default_timezone,
             times=times,

@@ -30,7 +30,7 @@ import hashlib
 import logging
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from poller.clock import Clock, SystemClock
@@ -53,6 +53,7 @@ from poller.run.results import (
 )
 from poller.run.steps import StepRunner
 from poller.run.transport import Session
+from poller.timeformat import ms_since, seconds_text, utc_text
 from poller.timing import blackout_reason, zone_of
 
 if TYPE_CHECKING:
@@ -122,7 +123,6 @@ def _run_job(
 ) -> RunResult:
     log = RunLogger(logger, job.id, run_id)
     started_at = clock.now()
-    began = time.monotonic()
     is_dry_run = job.dry_run if dry_run is None else dry_run
 
     def finish(
@@ -150,9 +150,9 @@ def _run_job(
         log.info(
             "run finished: %s in %d ms (trigger %s%s)%s",
             status,
-            _ms_since(began),
+            result.duration_ms,
             trigger,
-            f", scheduled for {_utc(scheduled_for)}" if scheduled_for else "",
+            f", scheduled for {utc_text(scheduled_for)}" if scheduled_for else "",
             f": {reason}" if reason else "",
         )
         return result
@@ -176,7 +176,7 @@ def _run_job(
             log.debug(
                 "run started (trigger %s%s%s)",
                 trigger,
-                f", scheduled for {_utc(scheduled_for)}" if scheduled_for else "",
+                f", scheduled for {utc_text(scheduled_for)}" if scheduled_for else "",
                 ", dry run" if is_dry_run else "",
             )
         # A session costs time to build; only chains with plain HTTP entries need one.
@@ -220,7 +220,7 @@ def _run_chain(
     deadline, timeout = None, ""
     if job.timeout_seconds is not None:
         deadline = time.monotonic() + job.timeout_seconds
-        timeout = f"timeout after {job.timeout_seconds:g}s"
+        timeout = f"timeout after {seconds_text(job.timeout_seconds)}"
     base = request_base(job.id, scheduled_for)
     stop: str | None = None
     for s, step in enumerate(job.integrationIDs):
@@ -248,7 +248,7 @@ def _run_chain(
                 )
             except RunStoppedError as err:  # the daemon is stopping: the run ends here
                 records.append(
-                    StepResult(name, "failed", s, e, err.attempts, _ms_since(began), error=str(err))
+                    StepResult(name, "failed", s, e, err.attempts, ms_since(began), error=str(err))
                 )
                 raise
             # A step's failure is recorded and the chain decides what next; SystemExit too,
@@ -257,19 +257,19 @@ def _run_chain(
                 error = cap_error(describe_error(err))
                 attempts = err.attempts if isinstance(err, CallError) else 1
                 records.append(
-                    StepResult(name, "failed", s, e, attempts, _ms_since(began), error=error)
+                    StepResult(name, "failed", s, e, attempts, ms_since(began), error=error)
                 )
-                log.warning("%s failed after %d ms: %s", where, _ms_since(began), error)
+                log.warning("%s failed after %d ms: %s", where, ms_since(began), error)
                 if deadline is not None and time.monotonic() >= deadline:
                     stop = timeout
                 elif isinstance(entry, str) or not entry.continue_on_error:
                     stop = error
                 continue
-            records.append(StepResult(name, "success", s, e, result.attempts, _ms_since(began)))
+            records.append(StepResult(name, "success", s, e, result.attempts, ms_since(began)))
             log.debug(
                 "%s succeeded in %d ms (%d attempt%s)",
                 where,
-                _ms_since(began),
+                ms_since(began),
                 result.attempts,
                 "" if result.attempts == 1 else "s",
             )
@@ -296,7 +296,7 @@ def request_base(job_id: str, scheduled_for: datetime | None) -> bytes:
     """The namespace of a run's request IDs, a UUID's 16 bytes: fixed per fire, else random."""
     if scheduled_for is None:
         return uuid.uuid4().bytes
-    fire = scheduled_for.astimezone(UTC).isoformat()
+    fire = utc_text(scheduled_for)
     return uuid_bits(_sha1_bits(REQUEST_ID_NAMESPACE.bytes, f"{job_id}@{fire}"), 5).to_bytes(16)
 
 
@@ -321,11 +321,3 @@ def describe_error(err: BaseException) -> str:
         return str(err)
     text = str(err)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
-def _utc(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat()
-
-
-def _ms_since(began: float) -> int:
-    return round((time.monotonic() - began) * 1000)

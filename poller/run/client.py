@@ -30,6 +30,7 @@ from poller.config.models import (
 )
 from poller.errors import CallError
 from poller.redaction import Redactor, is_secret_name, is_secret_parameter, mask_url
+from poller.run.paths import kind_of, resolve
 from poller.run.retry import RetryPolicy
 from poller.run.transport import (
     Answer,
@@ -157,21 +158,17 @@ def _read_token(answer: Answer, auth: BearerAuth) -> tuple[str, float]:
     except ValueError:
         raise AttemptError("login answer is not JSON", status=answer.status) from None
     reply = node
-    for part in auth.token_field.split("."):
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            node = None
-    if not isinstance(node, str) or not node:
-        reason = f"login answer has no token at {auth.token_field!r}"
+    found, token, why = resolve(reply, auth.token_field)
+    if not found or not isinstance(token, str) or not token:
+        if found:
+            why = "it is empty" if isinstance(token, str) else f"it is {kind_of(token)}"
+        reason = f"login answer has no token at {auth.token_field!r} ({why})"
         raise AttemptError(reason, status=answer.status)
     lifetime = auth.ttl_seconds
     expires_in = reply.get("expires_in") if isinstance(reply, dict) else None
     if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
         lifetime = min(lifetime, float(expires_in))
-    return node, lifetime
+    return token, lifetime
 
 
 class PlatformClient:

@@ -3,8 +3,8 @@
 `evaluate` never raises on missing or mistyped data: it answers (holds, reason) with a
 reason a person can read in the run record. Semantics:
 
-- A token is a dotted path: object keys, and list indexes as integers (`items.0.id`,
-  `items.-1` is the last item). Keys that contain a dot cannot be addressed.
+- A token is a dotted path (poller.run.paths): object keys, and list indexes as integers
+  (`items.0.id`, `items.-1` is the last item). Keys that contain a dot cannot be addressed.
 - A path that does not resolve is *missing*: `exists: false` holds, every other operator
   (`not_equals` and `not_in` included) does not, since there is no value to judge.
   A JSON null that is present exists (as MongoDB's `$exists`).
@@ -25,8 +25,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from poller.config.chain import AnyOf, Condition
+from poller.run.paths import kind_of, resolve
+from poller.timeformat import json_default
 
-_INDEX_RE = re.compile(r"^-?\d+$")
 _SYMBOLS = {
     "equals": "==",
     "not_equals": "!=",
@@ -70,29 +71,6 @@ def evaluate(cond: Condition | AnyOf | list[Any], tokens: Mapping[str, Any]) -> 
     return False, f"not a condition: {_show(cond)}"
 
 
-def resolve(tokens: Any, path: str) -> tuple[bool, Any, str]:
-    """Follow a dotted path; returns (found, value, why-not-found)."""
-    node = tokens
-    walked = ""
-    for part in path.split("."):
-        where = walked or "the input"
-        if isinstance(node, Mapping):
-            if part not in node:
-                return False, None, f'{where} has no key "{part}"'
-            node = node[part]
-        elif isinstance(node, list):
-            if not _INDEX_RE.match(part):
-                return False, None, f"{where} is a list; {part!r} is not an index"
-            index = int(part)
-            if not -len(node) <= index < len(node):
-                return False, None, f"{where} has {_count(len(node), 'item')}, no index {index}"
-            node = node[index]
-        else:
-            return False, None, f"{where} is {_kind(node)}, not an object or a list"
-        walked = f"{walked}.{part}" if walked else part
-    return True, node, ""
-
-
 def _evaluate_one(cond: Condition, tokens: Mapping[str, Any]) -> tuple[bool, str]:
     operator, operand, token = cond.operator, cond.operand, cond.token
     found, value, why = resolve(tokens, token)
@@ -109,7 +87,7 @@ def _evaluate_one(cond: Condition, tokens: Mapping[str, Any]) -> tuple[bool, str
     expectation = f"{_SYMBOLS[operator]} {_show(operand)}"
     if operator in _ORDER:
         if not _comparable(value, operand):
-            return False, f"{token} is {_kind(value)}, not comparable with {_show(operand)}"
+            return False, f"{token} is {kind_of(value)}, not comparable with {_show(operand)}"
         holds = bool(_ORDER[operator](value, operand))
     elif operator in ("equals", "not_equals"):
         holds = _json_equal(value, operand) == (operator == "equals")
@@ -120,14 +98,14 @@ def _evaluate_one(cond: Condition, tokens: Mapping[str, Any]) -> tuple[bool, str
         verdict = _contains(value, operand)
         if verdict is None:
             return False, (
-                f"{token} is {_kind(value)}; contains needs a string, a list or an object"
+                f"{token} is {kind_of(value)}; contains needs a string, a list or an object"
                 if not isinstance(value, str)
                 else f"{token} is a string; contains {_show(operand)} needs a string"
             )
         holds = verdict
     else:
         if not isinstance(value, str):
-            return False, f"{token} is {_kind(value)}; matches needs a string"
+            return False, f"{token} is {kind_of(value)}; matches needs a string"
         holds = re.search(operand, value) is not None
     if holds:
         return True, f"{shown} ({expectation})"
@@ -164,26 +142,6 @@ def _json_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and bool(a == b)
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if _is_number(value):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "an object"
-    return f"a {type(value).__name__}"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def _show(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, default=str, ensure_ascii=False)
+    text = json.dumps(value, default=json_default, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, cast, get_args
+
+from poller.timeformat import json_default, ms_between, parse, utc_text
 
 Trigger = Literal["schedule", "catch-up", "startup", "manual"]
 RunStatus = Literal["running", "success", "failed", "skipped", "interrupted"]
@@ -91,7 +93,7 @@ class RunResult:
     def duration_ms(self) -> int | None:
         if self.finished_at is None:
             return None
-        return max(0, round((self.finished_at - self.started_at).total_seconds() * 1000))
+        return ms_between(self.started_at, self.finished_at)
 
     def to_dict(self) -> dict[str, Any]:
         """The SPEC §4 shape, JSON-ready; instants are ISO 8601 in UTC with an offset."""
@@ -211,7 +213,7 @@ def cap_output(output: dict[str, Any] | None) -> dict[str, Any] | None:
     """
     if not output:
         return output
-    text = json.dumps(output, default=str, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(output, default=json_default, ensure_ascii=False, separators=(",", ":"))
     size = len(text.encode("utf-8"))
     if size <= OUTPUT_MAX_BYTES:
         normalised: dict[str, Any] = json.loads(text)
@@ -227,16 +229,11 @@ def cap_error(text: str) -> str:
 
 
 def _iso(instant: datetime | None) -> str | None:
-    return None if instant is None else instant.astimezone(UTC).isoformat()
+    return None if instant is None else utc_text(instant)
 
 
 def _parse_instant(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    instant = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    if instant.tzinfo is None:
-        raise ValueError(f"{value!r} has no UTC offset")
-    return instant.astimezone(UTC)
+    return None if value is None else parse(value if isinstance(value, datetime) else str(value))
 
 
 def _choice(value: Any, allowed: tuple[str, ...], what: str) -> str:

@@ -42,6 +42,7 @@ from poller.config.chain import Entry, FunctionEntry, HttpEntry, IntegrationEntr
 from poller.config.models import Config
 from poller.errors import ChainError
 from poller.run.client import display_url, http_call
+from poller.timeformat import json_default
 
 if TYPE_CHECKING:
     import requests
@@ -186,7 +187,7 @@ class StepRunner:
             )
         # Steps pass JSON to each other: a datetime or a set becomes a string here, not
         # a serialisation error in the next integration call.
-        normalised: dict[str, Any] = json.loads(json.dumps(result, default=str))
+        normalised: dict[str, Any] = json.loads(json.dumps(result, default=json_default))
         return EntryOutput(normalised, 1)
 
 

@@ -21,6 +21,7 @@ from poller.clock import Clock
 from poller.errors import CallError, RunStoppedError
 from poller.redaction import Redactor
 from poller.run.retry import RetryPolicy, is_retryable_status, retry_after_seconds, retry_delay
+from poller.timeformat import ms_since, seconds_text
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ def with_retries(
                 failure.reason += "; the run timeout leaves no time to retry"
                 raise _call_error(call, failure, attempts) from None
             log.warning(
-                "%s %s at %s: attempt %d failed (%s %s); retry %d of %d in %.2f s",
+                "%s %s at %s: attempt %d failed (%s %s); retry %d of %d in %s",
                 call.environment,
                 call.target,
                 call.host,
@@ -303,7 +304,7 @@ def with_retries(
                 failure.reason,
                 failures,
                 call.policy.retries,
-                delay,
+                seconds_text(delay),
             )
             # Only a stop ends the backoff early (a reload does not: every waiting retry
             # would then hit a failing platform together).
@@ -316,7 +317,7 @@ def with_retries(
             call.target,
             attempts,
             status,
-            (time.monotonic() - started) * 1000,
+            ms_since(started),
         )
         return CallResult(output, attempts, status)
 

@@ -14,24 +14,16 @@ from poller.store.base import Claim
 from poller.store.journal import ClaimRow
 from poller.store.migrate import RECORD_VERSION
 from poller.store.writer import Recordable
+from poller.timeformat import column, json_default, parse, utc_text
 
 log = logging.getLogger(__name__)
-
-
-def iso(instant: datetime) -> str:
-    """A fixed-width UTC timestamp, so stored instants compare and sort as text."""
-    return instant.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def claim_row(claim: Claim) -> ClaimRow:
     """The journal row of a claim; a skipped fire carries its final record as JSON."""
     record = claim.record
     final = None if record.status == "running" else to_json(record.to_dict())
-    fire, started = iso(claim.scheduled_for), iso(record.started_at)
+    fire, started = column(claim.scheduled_for), column(record.started_at)
     return (record.run_id, claim.job_id, record.trigger, fire, started, final)
 
 
@@ -46,8 +38,8 @@ def recovered_row(claim: ClaimRow, ended: dict[str, str]) -> tuple[Any, ...]:
             "run_id": run_id,
             "job_id": job_id,
             "trigger": trigger,
-            "scheduled_for": parse_iso(fire).isoformat(),
-            "started_at": parse_iso(started).isoformat(),
+            "scheduled_for": utc_text(parse(fire)),
+            "started_at": utc_text(parse(started)),
             "steps": [],
             "output": None,
             **ended,
@@ -56,7 +48,7 @@ def recovered_row(claim: ClaimRow, ended: dict[str, str]) -> tuple[Any, ...]:
 
 
 def to_json(record: dict[str, Any]) -> str:
-    return json.dumps(record, separators=(",", ":"), default=str)
+    return json.dumps(record, separators=(",", ":"), default=json_default)
 
 
 def result_row(result: Recordable) -> tuple[Any, ...]:
@@ -68,8 +60,8 @@ def record_row(record: dict[str, Any]) -> tuple[Any, ...]:
     started = record.get("started_at") or scheduled
     return columns(
         record,
-        datetime.fromisoformat(scheduled) if scheduled else None,
-        datetime.fromisoformat(started) if started else datetime.now(UTC),
+        parse(scheduled) if scheduled else None,
+        parse(started) if started else datetime.now(UTC),
     )
 
 
@@ -81,8 +73,8 @@ def columns(
         record["run_id"],
         record["job_id"],
         record["trigger"],
-        None if scheduled is None else iso(scheduled),
-        iso(started),
+        None if scheduled is None else column(scheduled),
+        column(started),
         record["status"],
         RECORD_VERSION,
         to_json(record),

@@ -43,13 +43,12 @@ from poller.store.journal import ClaimJournal
 from poller.store.rows import (
     claim_row,
     decode,
-    iso,
-    parse_iso,
     record_row,
     recovered_row,
     result_row,
 )
 from poller.store.writer import Recordable, RecordQueue
+from poller.timeformat import column, parse, utc_text
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +192,9 @@ class SqliteStore:
 
     def job_states(self) -> dict[str, JobState]:
         rows = self._read("SELECT job_id, grid, anchor FROM jobs", ())
-        last = {job_id: parse_iso(fire) for job_id, fire in self.journal.last_fires().items()}
+        last = {job_id: parse(fire) for job_id, fire in self.journal.last_fires().items()}
         states = {
-            job_id: JobState(grid, parse_iso(anchor), last.get(job_id))
-            for job_id, grid, anchor in rows
+            job_id: JobState(grid, parse(anchor), last.get(job_id)) for job_id, grid, anchor in rows
         }
         for job_id, fire in last.items():  # claimed, but never given a state
             states.setdefault(job_id, JobState(None, fire, fire))
@@ -208,7 +206,7 @@ class SqliteStore:
             (
                 job_id,
                 state.grid,
-                stamps.get(state.anchor) or stamps.setdefault(state.anchor, iso(state.anchor)),
+                stamps.get(state.anchor) or stamps.setdefault(state.anchor, column(state.anchor)),
             )
             for job_id, state in states.items()
         ]
@@ -287,7 +285,7 @@ class SqliteStore:
     def mark_interrupted(self, reason: str, now: datetime) -> int:
         pending = self._journal.pending() if self._journal is not None else []
         rows = self._read("SELECT run_id, version, record FROM runs WHERE status = 'running'", ())
-        ended = {"status": "interrupted", "reason": reason, "finished_at": now.isoformat()}
+        ended = {"status": "interrupted", "reason": reason, "finished_at": utc_text(now)}
         updated = [
             record_row({**record, **ended})
             for record in map(decode, rows)
@@ -317,7 +315,7 @@ class SqliteStore:
         )
 
     def prune(self, max_age_days: int, max_runs_per_job: int, now: datetime) -> int:
-        cutoff = iso(now - timedelta(days=max_age_days))
+        cutoff = column(now - timedelta(days=max_age_days))
         with self._writing("pruning the history"):
             deleted = self._db.execute(
                 "DELETE FROM runs WHERE started_at < ? AND status != 'running'", (cutoff,)
