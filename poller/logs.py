@@ -20,7 +20,7 @@ from logging.handlers import TimedRotatingFileHandler
 from pathlib import Path
 from typing import Any
 
-from poller import filemodes
+from poller import filemodes, tuning
 from poller.redaction import Redactor
 from poller.timeformat import json_default, log_text
 
@@ -158,10 +158,7 @@ def setup_logging(
     redactor: Redactor | None = None,
 ) -> None:
     """Configure the root logger; every line goes through `redactor` (reloads configure it)."""
-    # No format here shows a thread, process or source line; not collecting them saves
-    # a few microseconds per line (the logging HOWTO's "Optimization").
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None
+    tuning.lean_log_records()
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
