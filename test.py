@@ -23,7 +23,7 @@ from lambda_function import lambda_handler
 from lookup import ClientPool
 from poller.config.load import parse_config
 from poller.run.chain import run_job
-from poller.run.results import OUTPUT_MAX_BYTES, RunResult, skipped_result
+from poller.run.results import OUTPUT_MAX_BYTES, skipped_result
 from tests import conftest
 from tests.platform import PlatformServer, always, fail, slow
 
@@ -642,11 +642,9 @@ def test_results_round_trip_and_carry_the_run(
         "steps",
         "output",
     ]
-    assert RunResult.from_dict(result).to_dict() == result
     at = datetime(2024, 5, 1, 8, tzinfo=UTC)
     skipped = skipped_result("job-1", "already running", trigger="schedule", at=at).to_dict()
     assert skipped["status"] == "skipped" and skipped["started_at"] == "2024-05-01T08:00:00+00:00"
-    assert RunResult.from_dict(skipped).to_dict() == skipped
 
 
 def test_run_job_merges_the_given_input_and_never_raises(

@@ -27,19 +27,6 @@ from poller.timeformat import json_default, log_text
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [job=%(job_id)s run=%(run_id)s] %(message)s"
 
 
-class RunLogger(logging.LoggerAdapter[logging.Logger]):
-    """A logger whose lines carry a job id and run id."""
-
-    def __init__(self, logger: logging.Logger, job_id: str, run_id: str) -> None:
-        super().__init__(logger, {"job_id": job_id, "run_id": run_id})
-
-    def process(
-        self, msg: Any, kwargs: MutableMapping[str, Any]
-    ) -> tuple[Any, MutableMapping[str, Any]]:
-        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
-        return msg, kwargs
-
-
 _RUN: ContextVar[tuple[str, str]] = ContextVar("poller_run", default=("-", "-"))
 
 
@@ -51,6 +38,22 @@ def run_context(job_id: str, run_id: str) -> Iterator[None]:
         yield
     finally:
         _RUN.reset(token)
+
+
+class _RunAdapter(logging.LoggerAdapter[logging.Logger]):
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        job_id, run_id = _RUN.get()
+        kwargs["extra"] = {"job_id": job_id, "run_id": run_id, **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
+def run_logger(name: str) -> logging.LoggerAdapter[logging.Logger]:
+    """A logger whose records carry the ids of the run_context they are logged in, whatever
+    handler takes them (Lambda's, pytest's); ContextFilter does it for other loggers' lines
+    in the handlers setup_logging installs."""
+    return _RunAdapter(logging.getLogger(name), {})
 
 
 class ContextFilter(logging.Filter):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from poller.logs import RateLimitFilter, RunLogger, setup_logging
+from poller.logs import RateLimitFilter, run_context, setup_logging
 from poller.redaction import MASK, Redactor
 from tests.daemonproc import DaemonProcess, config_with
 from tests.platform import PlatformServer, always
@@ -58,7 +58,8 @@ def test_log_files_are_readable_by_owner_and_group_only(log_file: Path) -> None:
 
 def test_run_lines_carry_job_and_run_ids(log_file: Path) -> None:
     setup_logging(log_file, stderr=False)
-    RunLogger(logging.getLogger("poller.run.chain"), "job-7", "run-42").info("step %d", 1)
+    with run_context("job-7", "run-42"):
+        logging.getLogger("poller.run.chain").info("step %d", 1)
     logging.getLogger("poller").info("not about a run")
     lines = log_file.read_text().splitlines()
     assert lines[0].endswith("INFO poller.run.chain [job=job-7 run=run-42] step 1")
@@ -67,7 +68,8 @@ def test_run_lines_carry_job_and_run_ids(log_file: Path) -> None:
 
 def test_json_lines(log_file: Path) -> None:
     setup_logging(log_file, log_format="json", stderr=False)
-    RunLogger(logging.getLogger("poller.run.chain"), "j", "r").warning("odd: %s", "x")
+    with run_context("j", "r"):
+        logging.getLogger("poller.run.chain").warning("odd: %s", "x")
     entry = json.loads(log_file.read_text())
     assert entry["level"] == "WARNING" and entry["message"] == "odd: x"
     assert (entry["job_id"], entry["run_id"]) == ("j", "r")

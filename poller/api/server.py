@@ -50,7 +50,6 @@ class ApiServer:
         self.server = server
         self.sock = sock
         self._close = close
-        self.key_file: Path | None = None  # where a generated key is kept
         self.page_address = ""  # the page's address to print, with a generated key
         self._thread = threading.Thread(target=self._serve, name="api", daemon=True)
 
@@ -152,7 +151,6 @@ def start_api(daemon: Daemon, config_path: Path) -> ApiServer | None:
         key = configured.get_secret_value()
     sock = bind(settings.host, settings.port)
     server = serve(build_app(daemon, config_path, key, allowed_hosts(settings)), sock)
-    server.key_file = key_file
     if key_file is not None:
         server.page_address = f"{server.url}/ui#key={key}"
     log.info(

@@ -37,7 +37,7 @@ from poller.clock import Clock, SystemClock
 from poller.config.chain import HttpEntry, entry_id
 from poller.config.models import Config, Job
 from poller.errors import CallError, ChainError, PollerError, RunStoppedError
-from poller.logs import RunLogger, run_context
+from poller.logs import run_context, run_logger
 from poller.redaction import Redactor
 from poller.run.conditions import evaluate
 from poller.run.results import (
@@ -57,11 +57,9 @@ from poller.timeformat import ms_since, seconds_text, utc_text
 from poller.timing import blackout_reason, zone_of
 
 if TYPE_CHECKING:
-    import requests
-
     from poller.run.client import ClientPool
 
-logger = logging.getLogger(__name__)
+log = run_logger(__name__)
 
 REQUEST_ID_NAMESPACE = uuid.UUID("5b0c3f8e-61a4-5d2e-9c1b-7f0e2a4d6c88")
 
@@ -78,7 +76,6 @@ def run_job(
     dry_run: bool | None = None,
     force: bool = False,
     clock: Clock | None = None,
-    http_session: requests.Session | None = None,
 ) -> RunResult:
     """Run `job`'s chain once and return its record; never raises.
 
@@ -87,8 +84,6 @@ def run_job(
         input: merged over job.input (its keys win) as the first step's input.
         dry_run: overrides job.dry_run.
         force: ignore blackout days and dates.
-        http_session: the session plain HTTP entries use; one is created (and closed)
-            per run when not given.
     """
     clock = clock or SystemClock()
     run_id = run_id or new_run_id()
@@ -104,7 +99,6 @@ def run_job(
             dry_run,
             force,
             clock,
-            http_session,
         )
 
 
@@ -119,9 +113,7 @@ def _run_job(
     dry_run: bool | None,
     force: bool,
     clock: Clock,
-    http_session: requests.Session | None,
 ) -> RunResult:
-    log = RunLogger(logger, job.id, run_id)
     started_at = clock.now()
     is_dry_run = job.dry_run if dry_run is None else dry_run
 
@@ -179,9 +171,10 @@ def _run_job(
                 f", scheduled for {utc_text(scheduled_for)}" if scheduled_for else "",
                 ", dry run" if is_dry_run else "",
             )
-        # A session costs time to build; only chains with plain HTTP entries need one.
+        # A session costs time to build; only chains with plain HTTP entries need one, and
+        # it lives as long as the run.
         has_http = any(isinstance(e, HttpEntry) for step in job.integrationIDs for e in step)
-        session = http_session or (Session() if has_http else None)
+        session = Session() if has_http else None
         try:
             runner = StepRunner(
                 config=config,
@@ -195,9 +188,9 @@ def _run_job(
                 logger=log,
             )
             data = {**job.input, **(input or {})}
-            stop, output = _run_chain(job, runner, data, steps, scheduled_for, log)
+            stop, output = _run_chain(job, runner, data, steps, scheduled_for)
         finally:
-            if http_session is None and session is not None:
+            if session is not None:
                 session.close()
         return finish("success" if stop is None else "failed", stop, steps, output)
     except RunStoppedError as err:
@@ -214,7 +207,6 @@ def _run_chain(
     data: dict[str, Any],
     records: list[StepResult],
     scheduled_for: datetime | None,
-    log: logging.LoggerAdapter[logging.Logger],
 ) -> tuple[str | None, dict[str, Any]]:
     """Run the steps, appending a record per entry; returns (why it stopped, output)."""
     deadline, timeout = None, ""

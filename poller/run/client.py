@@ -8,7 +8,6 @@ escapes and no credential reaches a log line or an error.
 from __future__ import annotations
 
 import json
-import logging
 import random
 import threading
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from poller.config.models import (
     basic_credentials,
 )
 from poller.errors import CallError
+from poller.logs import run_logger
 from poller.redaction import Redactor, is_secret_name, is_secret_parameter, mask_url
 from poller.run.paths import kind_of, resolve
 from poller.run.retry import RetryPolicy
@@ -44,7 +44,7 @@ from poller.run.transport import (
     with_retries,
 )
 
-log = logging.getLogger(__name__)
+log = run_logger(__name__)
 
 # A bearer token is renewed once this share of its lifetime has passed, so a call never
 # goes out with a token about to expire in flight.
@@ -321,6 +321,11 @@ def host_of(url: str) -> str:
     return f"{host}:{parts.port}" if parts.port else host
 
 
+HTTP_BACKOFF_SECONDS = 1.0
+"""A plain HTTP entry's first retry waits this long, doubling up to HTTP_BACKOFF_MAX_SECONDS."""
+HTTP_BACKOFF_MAX_SECONDS = 30.0
+
+
 def http_call(
     session: requests.Session,
     method: str,
@@ -332,8 +337,6 @@ def http_call(
     timeout_seconds: float,
     request_id: str,
     retries: int = 2,
-    backoff_seconds: float = 1.0,
-    backoff_max_seconds: float = 30.0,
     max_response_bytes: int = MAX_RESPONSE_BYTES,
     deadline: float | None = None,
     clock: Clock | None = None,
@@ -353,7 +356,7 @@ def http_call(
         urlsplit(url).password or "",
     )
     the_clock = clock or SystemClock()
-    policy = RetryPolicy(retries, backoff_seconds, backoff_max_seconds)
+    policy = RetryPolicy(retries, HTTP_BACKOFF_SECONDS, HTTP_BACKOFF_MAX_SECONDS)
     call = Call(
         "http", display_url(url), policy, timeout_seconds, deadline, the_clock, None, host_of(url)
     )

@@ -4,21 +4,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
-from poller.timeformat import json_default, ms_between, parse, utc_text
+from poller.timeformat import json_default, ms_between, utc_text
 
 Trigger = Literal["schedule", "catch-up", "startup", "manual"]
 RunStatus = Literal["running", "success", "failed", "skipped", "interrupted"]
 StepStatus = Literal["success", "skipped", "failed"]
 
 TRIGGERS: tuple[str, ...] = get_args(Trigger)
-RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
-STEP_STATUSES: tuple[str, ...] = get_args(StepStatus)
 
 OUTPUT_MAX_BYTES = 64 * 1024
 """A run's output larger than this (as compact JSON, UTF-8) is replaced by a preview."""
@@ -50,21 +49,6 @@ class StepResult:
             "error": self.error,
             "reason": self.reason,
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StepResult:
-        """Rebuild a record written by `to_dict`; raises ValueError on a malformed one."""
-        status = _choice(data.get("status"), STEP_STATUSES, "step status")
-        return cls(
-            id=str(data["id"]),
-            status=cast(StepStatus, status),
-            step=int(data.get("step", 0)),
-            entry=int(data.get("entry", 0)),
-            attempts=int(data.get("attempts", 0)),
-            duration_ms=int(data.get("duration_ms", 0)),
-            error=_optional_str(data.get("error")),
-            reason=_optional_str(data.get("reason")),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,28 +93,6 @@ class RunResult:
             "steps": [step.to_dict() for step in self.steps],
             "output": self.output,
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunResult:
-        """Rebuild a record written by `to_dict`; raises ValueError on a malformed one."""
-        started_at = _parse_instant(data.get("started_at"))
-        if started_at is None:
-            raise ValueError("started_at is required")
-        output = data.get("output")
-        if output is not None and not isinstance(output, dict):
-            raise ValueError("output must be an object or null")
-        return cls(
-            run_id=str(data["run_id"]),
-            job_id=str(data["job_id"]),
-            trigger=cast(Trigger, _choice(data.get("trigger"), TRIGGERS, "trigger")),
-            scheduled_for=_parse_instant(data.get("scheduled_for")),
-            started_at=started_at,
-            finished_at=_parse_instant(data.get("finished_at")),
-            status=cast(RunStatus, _choice(data.get("status"), RUN_STATUSES, "status")),
-            reason=_optional_str(data.get("reason")),
-            steps=tuple(StepResult.from_dict(step) for step in data.get("steps") or ()),
-            output=output,
-        )
 
 
 def new_run_id() -> str:
@@ -193,16 +155,10 @@ def skipped_result(
     run_id: str | None = None,
 ) -> RunResult:
     """A run that did not start: blackout, already running, misfire. No steps, no output."""
-    return RunResult(
-        run_id=run_id or new_run_id(),
-        job_id=job_id,
-        trigger=trigger,
-        scheduled_for=scheduled_for,
-        started_at=at,
-        finished_at=at,
-        status="skipped",
-        reason=reason,
+    started = started_result(
+        job_id, trigger=trigger, started_at=at, scheduled_for=scheduled_for, run_id=run_id
     )
+    return dataclasses.replace(started, finished_at=at, status="skipped", reason=reason)
 
 
 def cap_output(output: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -230,17 +186,3 @@ def cap_error(text: str) -> str:
 
 def _iso(instant: datetime | None) -> str | None:
     return None if instant is None else utc_text(instant)
-
-
-def _parse_instant(value: Any) -> datetime | None:
-    return None if value is None else parse(value if isinstance(value, datetime) else str(value))
-
-
-def _choice(value: Any, allowed: tuple[str, ...], what: str) -> str:
-    if value not in allowed:
-        raise ValueError(f"{what} {value!r} is not one of {', '.join(allowed)}")
-    return str(value)
-
-
-def _optional_str(value: Any) -> str | None:
-    return None if value is None else str(value)

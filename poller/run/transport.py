@@ -7,7 +7,6 @@ another host. Auth and URLs are poller.run.client's business.
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -19,11 +18,12 @@ import urllib3
 
 from poller.clock import Clock
 from poller.errors import CallError, RunStoppedError
+from poller.logs import run_logger
 from poller.redaction import Redactor
 from poller.run.retry import RetryPolicy, is_retryable_status, retry_after_seconds, retry_delay
 from poller.timeformat import ms_since, seconds_text
 
-log = logging.getLogger(__name__)
+log = run_logger(__name__)
 
 EXCERPT_CHARS = 200
 READ_CHUNK_BYTES = 64 * 1024

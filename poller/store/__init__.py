@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from poller.store.base import Claim, JobState, Store, StoreError
-from poller.store.sqlite import DatabaseLockedError, SqliteStore
+from poller.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from poller.config.models import Settings
 
 __all__ = [
     "Claim",
-    "DatabaseLockedError",
     "JobState",
     "SqliteStore",
     "Store",

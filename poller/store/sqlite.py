@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import sqlite3
 import threading
@@ -49,8 +48,6 @@ from poller.store.rows import (
 )
 from poller.store.writer import Recordable, RecordQueue
 from poller.timeformat import column, parse, utc_text
-
-log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = migrate.SCHEMA_VERSION
 # A run's later records change only its status and record (cheaper than a REPLACE, which
