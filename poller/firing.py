@@ -56,30 +56,34 @@ class Firing:
         now = wake.now
         job, due = planned.job, fire_job.next_run
         upcoming = planned.after(due)
+        fires = [due]
         if upcoming > now:  # one fire is due: the usual case
             fire_job.upcoming = upcoming
             late = (now - due).total_seconds()
             if late <= ON_TIME_SECONDS and late <= job.misfire_grace_seconds:
                 self._start_or_skip(job, due, "schedule", now, wake)
                 return
-            fires = [due]
-        else:
-            fires = [
-                due,
-                *fires_between(
-                    planned.schedule, due, now, planned.anchor, limit=CATCH_UP_SCAN_LIMIT
-                ),
-            ]
-            fire_job.upcoming = (
-                now if len(fires) > CATCH_UP_SCAN_LIMIT else planned.after(fires[-1])
-            )
         grace = timedelta(seconds=job.misfire_grace_seconds)
+        is_counted = True
+        if upcoming <= now:
+            schedule, anchor = planned.schedule, planned.anchor
+            fires += fires_between(schedule, due, now, anchor, limit=CATCH_UP_SCAN_LIMIT)
+            if len(fires) > CATCH_UP_SCAN_LIMIT:
+                # Too many to count (a long downtime of a frequent job): the last missed fire
+                # is found directly, and the fires in the grace window after it scanned, so
+                # the next fire stays on the grid and a recent one still runs.
+                last_missed = _last_fire_by(planned, fires, now - grace)
+                if last_missed > fires[-1]:
+                    fires.append(last_missed)
+                    is_counted = False
+                fires += fires_between(schedule, fires[-1], now, anchor, limit=CATCH_UP_SCAN_LIMIT)
+            fire_job.upcoming = planned.after(fires[-1])
         missed = [f for f in fires if now - f > grace]
         in_time = fires[len(missed) :]
         trigger: Trigger = "catch-up"
         if missed:
             why = f"misfire, more than {seconds_text(job.misfire_grace_seconds)} late"
-            self._skip(job, missed, why, trigger, now, wake, logging.WARNING)
+            self._skip(job, missed, why, trigger, now, wake, logging.WARNING, is_counted=is_counted)
         keep = 1 if job.coalesce else MAX_CATCH_UP_RUNS
         if len(in_time) > keep:
             why = (
@@ -160,12 +164,15 @@ class Firing:
         level: int,
         *,
         series: bool = True,
+        is_counted: bool = True,
     ) -> None:
-        """One skipped record (and log line) for a series of fires that will not run."""
+        """One skipped record (and log line) for a series of fires that will not run;
+        `is_counted` False: more fires than CATCH_UP_SCAN_LIMIT lie between its ends."""
         reason = why
         if series:
             span = f"{text(fires[0])} to {text(fires[-1])}"
-            reason = f"{why}: {len(fires)} fire(s) from {span}"
+            count = len(fires) if is_counted else f"more than {CATCH_UP_SCAN_LIMIT}"
+            reason = f"{why}: {count} fire(s) from {span}"
         record = skipped_result(job.id, reason, trigger=trigger, at=now, scheduled_for=fires[-1])
         wake.claims.append(Claim(job.id, fires[-1], record))
         wake.starts.append(None)
@@ -173,3 +180,17 @@ class Firing:
             wake.lines.append((level, f"job {job.id}: {reason}"))
         else:
             wake.lines.append((level, f"job {job.id}: fire at {text(fires[-1])} skipped: {reason}"))
+
+
+def _last_fire_by(planned: Planned, counted: list[datetime], until: datetime) -> datetime:
+    """The job's last fire at or before `until` (at or after counted[-1]), found from `until`
+    backwards instead of counting every fire on the way."""
+    span = max(counted[-1] - counted[-2], timedelta(seconds=1))
+    probe = planned.after(until - span)
+    while probe > until and until - span > counted[-1]:
+        span *= 2
+        probe = planned.after(until - span)
+    last = probe if probe <= until else counted[-1]
+    while (following := planned.after(last)) <= until:
+        last = following
+    return last

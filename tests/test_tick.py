@@ -242,3 +242,25 @@ def test_a_replaced_client_pool_is_closed_once_its_last_run_ends(
     newer = daemon.clients
     daemon.apply(with_environment("http://127.0.0.1:3"))  # unused: closed at once
     assert newer.is_closed
+
+
+def test_a_downtime_of_more_fires_than_are_counted_stays_on_the_grid(
+    tmp_path: Path, store: FullDiskStore, fake_clock: FakeClock
+) -> None:
+    fake_clock.set(T0)
+    first = start(tmp_path, store, fake_clock, [job(every="1s")], run_chain=Recorder())
+    fake_clock.set(T0 + timedelta(seconds=1))
+    first.tick(fake_clock.now())
+    settle(first)
+    first.stop(1)
+    fake_clock.set(T0 + timedelta(seconds=20_000.5))  # 20,000 fires missed: over the scan limit
+    runner = Recorder()
+    daemon = start(tmp_path, store, fake_clock, [job(every="1s")], run_chain=runner)
+    daemon.tick(fake_clock.now())
+    settle(daemon)
+    daemon.stop(1)
+    records = {r["reason"] or r["status"]: r for r in store.recent("j", limit=10)}
+    misfire = next(r for reason, r in records.items() if reason.startswith("misfire"))
+    assert "more than 10000 fire(s) from 2026-03-01T12:00:02+00:00 to " in misfire["reason"]
+    assert misfire["scheduled_for"] == (T0 + timedelta(seconds=20_000 - 300)).isoformat()
+    assert [call[2] for call in runner.calls] == [T0 + timedelta(seconds=20_000)]  # on the grid
