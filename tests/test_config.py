@@ -11,14 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from poller.config.chain import OPERATORS, Condition, FunctionEntry, HttpEntry, IntegrationEntry
-from poller.config.load import load_config, parse_config
-from poller.config.models import (
+from poller.config.environments import (
     ApiKeyAuth,
     BasicAuth,
     BearerAuth,
     NoAuth,
     SessionAuth,
 )
+from poller.config.load import load_config, parse_config
 from poller.errors import ConfigError
 from poller.timeformat import format_duration, parse_duration
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from lookup import PlatformClient
-from poller.config.models import Environment
+from poller.config.environments import Environment
 from poller.errors import CallError
 
 Behaviour = Callable[[socket.socket, threading.Event], None]

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from lookup import ClientPool, PlatformClient, http_call
-from poller.config.models import Environment
+from poller.config.environments import Environment
 from poller.errors import CallError
 from poller.redaction import Redactor
 from poller.run.transport import excerpt

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from lookup import PlatformClient
-from poller.config.models import Environment
+from poller.config.environments import Environment
 from poller.redaction import MASK
 from tests.apiproc import API_KEY, api_settings, start_api_daemon
 from tests.daemonproc import DaemonProcess, run_app, tick_job, wait_until

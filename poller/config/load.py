@@ -16,8 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from poller.config import chain as chainmodels
-from poller.config import models as models
+from poller.config import chain, environments, models
 from poller.config.jsonpos import Locations, PathKey, line_col
 from poller.config.models import Config
 from poller.errors import ConfigError, Problem
@@ -30,20 +29,20 @@ _ALL_MODELS: tuple[type[BaseModel], ...] = (
     models.Config,
     models.Settings,
     models.ApiSettings,
-    models.Environment,
-    models.Execute,
-    models.NoAuth,
-    models.SessionAuth,
-    models.BearerAuth,
-    models.ApiKeyAuth,
-    models.BasicAuth,
+    environments.Environment,
+    environments.Execute,
+    environments.NoAuth,
+    environments.SessionAuth,
+    environments.BearerAuth,
+    environments.ApiKeyAuth,
+    environments.BasicAuth,
     models.Job,
-    chainmodels.Condition,
-    chainmodels.AnyOf,
-    chainmodels.IntegrationEntry,
-    chainmodels.HttpEntry,
-    chainmodels.HttpCall,
-    chainmodels.FunctionEntry,
+    chain.Condition,
+    chain.AnyOf,
+    chain.IntegrationEntry,
+    chain.HttpEntry,
+    chain.HttpCall,
+    chain.FunctionEntry,
 )
 _JSON_HINTS = {
     "Expecting ',' delimiter": "expected ',' between values (is a comma missing here?)",
@@ -121,7 +120,7 @@ def config_warnings(config: Config) -> list[str]:
     warnings = []
     for job in config.jobs:
         uses_platform = any(
-            isinstance(entry, (str, chainmodels.IntegrationEntry))
+            isinstance(entry, (str, chain.IntegrationEntry))
             for step in job.integrationIDs
             for entry in step
         )

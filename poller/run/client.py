@@ -18,7 +18,7 @@ import requests
 
 from poller.clock import Clock, SystemClock
 from poller.config.chain import MAX_RESPONSE_BYTES
-from poller.config.models import (
+from poller.config.environments import (
     PUBLIC_HEADERS,
     ApiKeyAuth,
     BasicAuth,
