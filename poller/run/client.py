@@ -154,10 +154,9 @@ class _Login:
 def _read_token(answer: Answer, auth: BearerAuth) -> tuple[str, float]:
     """The token at `token_field` and its lifetime (ttl_seconds, or expires_in if shorter)."""
     try:
-        node: Any = json.loads(answer.content)
+        reply: Any = json.loads(answer.content)
     except ValueError:
         raise AttemptError("login answer is not JSON", status=answer.status) from None
-    reply = node
     found, token, why = resolve(reply, auth.token_field)
     if not found or not isinstance(token, str) or not token:
         if found:
