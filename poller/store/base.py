@@ -113,7 +113,12 @@ class Store(Protocol):
     # --- job state -------------------------------------------------------------------
 
     def job_states(self) -> dict[str, JobState]:
-        """Each known job's state, by job id."""
+        """Each known job's state, by job id (the daemon's: it reads the last fires)."""
+        ...
+
+    def job_anchors(self) -> dict[str, JobState]:
+        """Each job's grid and anchor as last saved, without its last fire: what any
+        process may read beside a running daemon (`app.py check` and `jobs`)."""
         ...
 
     def save_job_states(self, states: dict[str, JobState]) -> None:

@@ -23,6 +23,7 @@ waits for the disk (`synchronous=FULL`), which costs a flush per wake.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -188,14 +189,18 @@ class SqliteStore:
     # --- job state -------------------------------------------------------------------
 
     def job_states(self) -> dict[str, JobState]:
-        rows = self._read("SELECT job_id, grid, anchor FROM jobs", ())
         last = {job_id: parse(fire) for job_id, fire in self.journal.last_fires().items()}
         states = {
-            job_id: JobState(grid, parse(anchor), last.get(job_id)) for job_id, grid, anchor in rows
+            job_id: dataclasses.replace(state, last_fire=last.get(job_id))
+            for job_id, state in self.job_anchors().items()
         }
         for job_id, fire in last.items():  # claimed, but never given a state
             states.setdefault(job_id, JobState(None, fire, fire))
         return states
+
+    def job_anchors(self) -> dict[str, JobState]:
+        rows = self._read("SELECT job_id, grid, anchor FROM jobs", ())
+        return {job_id: JobState(grid, parse(anchor), None) for job_id, grid, anchor in rows}
 
     def save_job_states(self, states: dict[str, JobState]) -> None:
         stamps: dict[datetime, str] = {}  # a start or reload gives every new job one anchor

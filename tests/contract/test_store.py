@@ -126,6 +126,15 @@ def test_job_states_keep_anchor_grid_and_last_fire(store: Store) -> None:
     assert not claim(store, "j", T0 + timedelta(seconds=5))
 
 
+def test_a_reader_sees_the_anchors_beside_the_daemon(
+    store: Store, make_store: Callable[[], Store]
+) -> None:
+    store.save_job_states({"j": JobState("abc", T0, None)})
+    claim(store, "j", T0 + timedelta(seconds=5))
+    reader = make_store()  # no lock: another process, such as `app.py check`
+    assert reader.job_anchors() == {"j": JobState("abc", T0, None)}
+
+
 def test_a_claim_of_a_job_without_state_starts_one(store: Store) -> None:
     assert claim(store, "new", T0)
     assert store.job_states()["new"] == JobState(None, T0, T0)
