@@ -424,7 +424,7 @@ def test_parse_config_does_not_touch_disk(tmp_path: Path) -> None:
 
 
 def test_config_error_message_counts() -> None:
-    with pytest.raises(ConfigError, match=r"invalid config \(2 problems\):\n  a\.json"):
+    with pytest.raises(ConfigError, match=r"invalid config \(3 problems\):\n  a\.json"):
         parse_config('{"jobs": [{"label": "a"}], "x": 1}', Path("a.json"), environ={})
 
 

@@ -5,6 +5,7 @@ They only describe and validate; running them is poller.run.chain's and poller.r
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -35,6 +36,32 @@ OPERATORS = (
     "contains",
     "matches",
 )
+
+OPERATOR_WORDS = {
+    **{word: "gt" for word in ("greater", "greater_than", "more_than", "above", "over", ">")},
+    **{word: "gte" for word in ("ge", "greater_or_equal", "at_least", "min", ">=")},
+    **{word: "lt" for word in ("less", "less_than", "fewer_than", "below", "under", "<")},
+    **{word: "lte" for word in ("le", "less_or_equal", "at_most", "max", "<=")},
+    **{word: "equals" for word in ("eq", "equal", "is", "==", "=")},
+    **{word: "not_equals" for word in ("ne", "neq", "not_equal", "is_not", "!=")},
+    **{word: "in" for word in ("one_of", "any_of", "within")},
+    **{word: "not_in" for word in ("not_one_of", "none_of")},
+    **{word: "contains" for word in ("has", "includes", "include")},
+    **{word: "matches" for word in ("match", "regex", "regexp", "pattern")},
+    **{word: "exists" for word in ("exist", "present", "defined")},
+}
+"""Words people write for an operator, for the "did you mean" of an unknown one."""
+
+
+def operator_for(word: str) -> str | None:
+    """The operator an unknown condition key most likely means, or None."""
+    key = word.strip().lower().replace("-", "_").replace(" ", "_")
+    if key in OPERATORS:
+        return key
+    if key in OPERATOR_WORDS:
+        return OPERATOR_WORDS[key]
+    close = difflib.get_close_matches(key, [*OPERATORS, *OPERATOR_WORDS], n=1, cutoff=0.75)
+    return (OPERATOR_WORDS.get(close[0], close[0])) if close else None
 
 
 class Condition(Model):

@@ -57,23 +57,35 @@ _JSON_HINTS = {
 }
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path, environ: Mapping[str, str] | None = None, *, unset_ok: bool = False
+) -> Config:
     """Read, interpolate and validate a config file.
+
+    With `unset_ok`, a `${NAME}` whose variable is not set (and has no default) stays as
+    its own text, and its problem goes to `Config.unset` instead of failing the load: the
+    commands that only read (history, jobs, check) need none of the daemon's secrets.
 
     Raises:
         ConfigError: with every problem found, when the file cannot be used as it is.
     """
     path = Path(path)
+    return parse_config(read_text(path), path, environ, unset_ok=unset_ok)
+
+
+def read_text(path: Path) -> str:
+    """The config file's text; ConfigError naming its absolute path when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([Problem(str(path), "", "file not found")]) from None
+        raise ConfigError([Problem(str(path.absolute()), "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError([Problem(str(path), "", f"cannot be read ({err})")]) from None
-    return parse_config(text, path, environ)
+        raise ConfigError([Problem(str(path.absolute()), "", f"cannot be read ({err})")]) from None
 
 
-def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None) -> Config:
+def parse_config(
+    text: str, path: Path, environ: Mapping[str, str] | None = None, *, unset_ok: bool = False
+) -> Config:
     """Validate config text as if it were the file at `path` (relative paths resolve there)."""
     name = path.name
     raw = _parse_json(text, name)
@@ -98,21 +110,45 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] | None = None
             ]
         )
     raw.pop("$schema", None)
+    unset = tuple(problems)
     try:
         config = Config.model_validate(raw)
     except ValidationError as err:
         # A value whose ${NAME} could not be filled in is already reported; its
         # follow-on validation error would only repeat it.
         unfilled = {p.path for p in problems}
-        problems.extend(
-            p for p in _problems_from(err, raw, name, positions) if p.path not in unfilled
-        )
+        found = _problems_from(err, raw, name, positions) + _schedule_problems(raw, name, positions)
+        seen = {(p.path, p.expected) for p in problems}
+        for problem in found:
+            if problem.path not in unfilled and (problem.path, problem.expected) not in seen:
+                seen.add((problem.path, problem.expected))
+                problems.append(problem)
         raise ConfigError(sorted(problems, key=_by_place)) from None
     problems.extend(_cross_checks(config, name, positions))
-    if problems:
+    if problems and not (unset_ok and problems == list(unset)):
         raise ConfigError(sorted(problems, key=_by_place))
     # The folder the config is named in, not where a symlink leads (a ConfigMap version).
-    return _resolve_paths(config, path.absolute().parent)
+    return _resolve_paths(config, path.absolute().parent, unset)
+
+
+def load_settings(path: Path) -> models.Settings:
+    """Only the settings of a config file (paths resolved), for reading the history while
+    the rest of the file is being edited; an unset ${NAME} stays as its own text.
+
+    Raises:
+        ConfigError: the file, or its settings, cannot be used.
+    """
+    text = read_text(path)
+    raw = _parse_json(text, path.name)
+    positions = Locations(text)
+    only = {"settings": raw.get("settings", {}) if isinstance(raw, dict) else {}}
+    if _may_interpolate(text):
+        only = _interpolate(only, (), os.environ, path.name, positions, [])
+    try:
+        settings = Config.model_validate(only).settings
+    except ValidationError as err:
+        raise ConfigError(_problems_from(err, only, path.name, positions)) from None
+    return _resolve_settings(settings, path.absolute().parent)
 
 
 def config_warnings(config: Config) -> list[str]:
@@ -254,7 +290,9 @@ def _problems_from(
                 error = {**error, "input": error.get("ctx", {}).get("tag")}
             elif kind.endswith("_type") or kind in ("literal_error", "union_tag_invalid"):
                 message = "expected " + message.lower().removeprefix("input should be ")
-            has_value = kind != "missing"
+            # A whole object's error (a job's schedule) names what it found; the object
+            # itself would bury the message.
+            has_value = kind != "missing" and not isinstance(error.get("input"), dict)
             problem = Problem(
                 name,
                 render_path(path),
@@ -307,6 +345,10 @@ def _has(node: Any, part: int | str) -> bool:
 
 def _suggest(key: str, siblings: Any) -> str:
     known = [str(k) for k in siblings] if isinstance(siblings, dict) else []
+    if "token" in known:  # a condition: an unknown key is meant as its operator
+        operator = chain.operator_for(key)
+        hint = f'did you mean "{operator}"? ' if operator else ""
+        return f"; {hint}expected one operator of {', '.join(chain.OPERATORS)}"
     candidates: set[str] = set()
     for model in _ALL_MODELS:
         names = {info.alias or field for field, info in model.model_fields.items()}
@@ -320,6 +362,19 @@ def _all_names() -> set[str]:
     return {
         info.alias or field for model in _ALL_MODELS for field, info in model.model_fields.items()
     }
+
+
+def _schedule_problems(raw: dict[str, Any], name: str, positions: Locations) -> list[Problem]:
+    """Each job's schedule problem, also of jobs that fail other checks (pydantic checks a
+    whole job only once its fields are valid, which would show one problem per attempt)."""
+    jobs = raw.get("jobs")
+    problems = []
+    for index, job in enumerate(jobs if isinstance(jobs, list) else []):
+        error = models.schedule_shape_error(job) if isinstance(job, dict) else None
+        if error:
+            path: PathKey = ("jobs", index)
+            problems.append(Problem(name, render_path(path), error, *positions.find(path)))
+    return problems
 
 
 def _cross_checks(config: Config, name: str, positions: Locations) -> list[Problem]:
@@ -341,13 +396,17 @@ def _cross_checks(config: Config, name: str, positions: Locations) -> list[Probl
     return problems
 
 
-def _resolve_paths(config: Config, base_dir: Path) -> Config:
-    settings = config.settings.model_copy(
+def _resolve_paths(config: Config, base_dir: Path, unset: tuple[Problem, ...]) -> Config:
+    resolved = config.model_copy(update={"settings": _resolve_settings(config.settings, base_dir)})
+    resolved.set_base_dir(base_dir)
+    resolved.set_unset(unset)
+    return resolved
+
+
+def _resolve_settings(settings: models.Settings, base_dir: Path) -> models.Settings:
+    return settings.model_copy(
         update={
-            "log_file": str(base_dir / config.settings.log_file),
-            "state_db": str(base_dir / config.settings.state_db),
+            "log_file": str(base_dir / settings.log_file),
+            "state_db": str(base_dir / settings.state_db),
         }
     )
-    resolved = config.model_copy(update={"settings": settings})
-    resolved.set_base_dir(base_dir)
-    return resolved

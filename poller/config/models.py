@@ -7,6 +7,7 @@ locations live in `poller.config.load`. Models are frozen: a loaded config never
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic import (
 from poller.config.base import Model
 from poller.config.chain import Entry, HttpEntry
 from poller.config.environments import PUBLIC_HEADERS, BasicAuth, Environment, basic_credentials
+from poller.errors import Problem
 from poller.timeformat import parse_clock, parse_duration
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -140,6 +142,21 @@ def slugify(text: str) -> str:
     return slug or "job"
 
 
+SCHEDULE_FIELDS = ("time", "every", "cron")
+
+
+def schedule_shape_error(job: Mapping[str, Any]) -> str | None:
+    """What is wrong with how a job says when it fires, or None; `job` is its JSON object
+    (the loader asks it of a job that failed other checks too, to list every problem)."""
+    kinds = [k for k in SCHEDULE_FIELDS if job.get(k) is not None]
+    if len(kinds) != 1:
+        found = " and ".join(f'"{k}"' for k in kinds) if kinds else "none"
+        return f'expected exactly one of "time", "every", "cron" (found {found})'
+    if job.get("days") is not None and job.get("cron") is not None:
+        return '"days" does not combine with "cron"; use its weekday field'
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Schedule:
     """When a job fires, normalised: exactly one of times, every_seconds or cron is set."""
@@ -229,12 +246,9 @@ class Job(Model):
 
     @model_validator(mode="after")
     def _kind_and_identity(self) -> Job:
-        kinds = [k for k in ("time", "every", "cron") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            found = " and ".join(kinds) if kinds else "none"
-            raise ValueError(f'expected exactly one of "time", "every", "cron" (found {found})')
-        if self.days is not None and self.cron is not None:
-            raise ValueError('"days" does not combine with "cron"; use its weekday field')
+        shape = schedule_shape_error({k: getattr(self, k) for k in (*SCHEDULE_FIELDS, "days")})
+        if shape:
+            raise ValueError(shape)
         if not self.id and not self.label:
             raise ValueError('expected an "id" or a "label"')
         if not self.id:
@@ -273,6 +287,7 @@ class Config(Model):
     jobs: list[Job] = Field(default_factory=list)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _job_map: dict[str, Job] | None = PrivateAttr(default=None)
+    _unset: tuple[Problem, ...] = PrivateAttr(default=())
 
     @property
     def base_dir(self) -> Path:
@@ -281,6 +296,15 @@ class Config(Model):
 
     def set_base_dir(self, base_dir: Path) -> None:
         self._base_dir = base_dir
+
+    @property
+    def unset(self) -> tuple[Problem, ...]:
+        """The `${NAME}`s left as text because their variable is not set (a load with
+        `unset_ok`: a command that needs no secrets); empty for a config that can run."""
+        return self._unset
+
+    def set_unset(self, problems: tuple[Problem, ...]) -> None:
+        self._unset = problems
 
     @property
     def job_map(self) -> dict[str, Job]:
