@@ -1,4 +1,4 @@
-"""Poller's entry point: the command line (check | run | history) and the daemon's loop.
+"""Poller's entry point: the command line (poller.commands) and the daemon's loop.
 
 `python app.py` runs the daemon on ./config.json (or --config PATH, or $POLLER_CONFIG).
 The loop below is the whole daemon read top to bottom: everything it calls only decides
@@ -8,61 +8,68 @@ or hands off, so it never blocks on a run.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
-from datetime import UTC, datetime
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from zoneinfo import ZoneInfo
 
-from lookup import ClientPool
 from poller import timeformat, tuning
 from poller.clock import Flag, SystemClock
-from poller.config.load import config_warnings, load_config, parse_config
+from poller.commands.check import cmd_check
+from poller.commands.foreground import cmd_run
+from poller.commands.history import cmd_history
+from poller.commands.jobs import cmd_jobs
+from poller.commands.options import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigSource,
+    guard_pipe,
+    load,
+    open_log,
+)
+from poller.commands.parser import build_parser
+from poller.config.load import parse_config
 from poller.config.models import Config
 from poller.daemon import Daemon
 from poller.errors import ConfigError, PollerError
-from poller.forecast import forecast
-from poller.logs import setup_logging
 from poller.redaction import Redactor
 from poller.reload import ConfigReloader, ConfigWatcher
-from poller.run import chain
 from poller.store import StoreError, open_store
-from poller.timing import local_zone
 
 log = logging.getLogger("poller")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config_path = Path(args.config or os.environ.get("POLLER_CONFIG") or "config.json")
-    command = args.command or "daemon"
-    if command == "check":
-        return cmd_check(config_path, args)
-    if command == "run":
-        return cmd_run(config_path, args)
-    if command == "history":
-        return cmd_history(config_path, args)
-    return run_daemon(config_path)
+    source = ConfigSource.of(args, os.environ)
+    if args.command is None:
+        return run_daemon(source)
+    command = COMMANDS[args.command]
+    return guard_pipe(lambda: command(source, args))
 
 
-def run_daemon(config_path: Path) -> int:
+def run_daemon(source: ConfigSource) -> int:
     """The daemon: load, schedule, then loop until SIGTERM/SIGINT."""
     with tuning.no_collection():  # until the start-up's objects are frozen
-        return _run_daemon(config_path)
+        return _run_daemon(source)
 
 
-def _run_daemon(config_path: Path) -> int:
-    try:
-        config = load_config(config_path)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
+def _run_daemon(source: ConfigSource) -> int:
+    # SIGHUP is taken by a thread (hangups, below), never by a handler: a burst of them
+    # nests handlers on the main thread until the recursion limit ends the daemon. Blocked
+    # here, before any thread starts, so that every thread inherits the mask.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    config_path = source.path
+    loaded = load(source)
+    if isinstance(loaded, (str, ConfigError)):
+        print(loaded, file=sys.stderr)
         return EXIT_USAGE
+    config = loaded
     settings = config.settings
     redactor = Redactor(config.secret_values())
     if not open_log(config, redactor, stderr=sys.stderr.isatty()):
@@ -88,13 +95,15 @@ def _run_daemon(config_path: Path) -> int:
         stopping.set()
         clock.stop()  # wakes the loop, and every retry backoff
 
-    def on_hangup(signum: int, frame: FrameType | None) -> None:
-        reloader.forced.set()
-        watcher.signal()
+    def hangups() -> None:
+        while True:
+            signal.sigwait({signal.SIGHUP})  # many pending ones count as one
+            reloader.forced.set()
+            watcher.signal()
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_hangup)
+    threading.Thread(target=hangups, name="sighup", daemon=True).start()
     api = None
     if settings.api.enabled:
         from poller.api.server import start_api  # fastapi and uvicorn load only to serve
@@ -159,29 +168,6 @@ def report_to_stderr(line: str) -> None:
     print(f"poller: {line}", file=sys.stderr, flush=True)
 
 
-def open_log(config: Config, redactor: Redactor, stderr: bool) -> bool:
-    """Set up logging; False, after saying why on stderr, when the log file cannot be written."""
-    settings = config.settings
-    try:
-        setup_logging(
-            settings.log_file,
-            settings.log_format,
-            settings.log_level,
-            settings.log_keep_days,
-            stderr=stderr,
-            redactor=redactor,
-        )
-    except OSError as err:
-        print(
-            f"app.py: the log file {settings.log_file} cannot be written "
-            f"({err.strerror or err}). Make its folder writable (and check the disk has "
-            "room), or point settings.log_file elsewhere.",
-            file=sys.stderr,
-        )
-        return False
-    return True
-
-
 def apply_reload(daemon: Daemon, reloaded: Config | ConfigError, config_path: Path) -> None:
     """Apply a parsed save, or say why it is invalid; the last good config runs on."""
     if isinstance(reloaded, ConfigError):
@@ -199,199 +185,12 @@ def apply_reload(daemon: Daemon, reloaded: Config | ConfigError, config_path: Pa
     log.info("reloaded %s: %s", config_path, summary)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        default=argparse.SUPPRESS,
-        metavar="PATH",
-        help="config file (default: $POLLER_CONFIG, else ./config.json)",
-    )
-    parser = argparse.ArgumentParser(
-        prog="app.py",
-        description="Poller: run integration chains on schedules. "
-        "Without a command, runs the daemon.",
-        parents=[common],
-    )
-    parser.set_defaults(config=None)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    check = commands.add_parser(
-        "check",
-        parents=[common],
-        help="validate the config and show each job's next fire times",
-        description="Validate the config; print every job with its next fire times. "
-        "Exit 0 if valid, 1 if not.",
-    )
-    check.add_argument("--json", action="store_true", help="print the report as JSON")
-    check.add_argument(
-        "--count", type=positive_int, default=3, metavar="N", help="fire times per job (3)"
-    )
-    check.add_argument(
-        "--after",
-        type=parse_instant,
-        metavar="ISO",
-        help="compute fire times after this instant (default: now); "
-        "without an offset it is read in settings.timezone",
-    )
-    run = commands.add_parser(
-        "run",
-        parents=[common],
-        help="run one job's chain now and print its result as JSON",
-        description="Run one job's chain now in the foreground; print the run result as "
-        "JSON on stdout (logs go to the log file and stderr). Exit 0 on success or skip, "
-        "1 on failure, 2 on a usage or config error.",
-    )
-    run.add_argument("job_id", metavar="JOB_ID", help="the job's id (see: app.py check)")
-    run.add_argument("--force", action="store_true", help="run even on a blackout day/date")
-    history = commands.add_parser(
-        "history",
-        parents=[common],
-        help="show recent runs, newest first",
-        description="Show recent runs from the state database, newest first.",
-    )
-    history.add_argument("job_id", nargs="?", metavar="JOB_ID", help="only this job's runs")
-    history.add_argument(
-        "--limit", type=positive_int, default=20, metavar="N", help="how many runs (20)"
-    )
-    history.add_argument("--json", action="store_true", help="print SPEC §4 run records")
-    return parser
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1 or value > 1000:
-        raise argparse.ArgumentTypeError(f"{text} is out of range; expected 1 to 1000")
-    return value
-
-
-def parse_instant(text: str) -> datetime:
-    try:
-        return timeformat.parse_wall(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(
-            f"{err}; expected e.g. 2026-03-29T00:30:00+00:00"
-        ) from None
-
-
-def cmd_check(config_path: Path, args: argparse.Namespace) -> int:
-    try:
-        config = load_config(config_path)
-    except ConfigError as err:
-        if args.json:
-            report = {"valid": False, "errors": [p.as_dict() for p in err.problems], "jobs": []}
-            print(json.dumps(report, indent=2))
-        else:
-            print(err)
-        return EXIT_FAILED
-    after = args.after or datetime.now(UTC)
-    if after.tzinfo is None:
-        zone = config.settings.timezone
-        after = after.replace(tzinfo=local_zone() if zone is None else ZoneInfo(zone))
-    jobs = forecast(config, after, args.count)
-    warnings = config_warnings(config)
-    if args.json:
-        report = {
-            "valid": True,
-            "errors": [],
-            "warnings": warnings,
-            "jobs": [job.as_dict() for job in jobs],
-        }
-        print(json.dumps(report, indent=2))
-        return EXIT_OK
-    print(f"{config_path}: valid, {len(jobs)} job{'s' if len(jobs) != 1 else ''}")
-    for item in jobs:
-        state = "enabled" if item.job.enabled else "disabled"
-        print(f"\n{item.job.id}  ({item.job.label})  [{state}]")
-        print(f"  schedule: {item.schedule}  [{item.timezone}]")
-        for fire, blackout in zip(item.next_fires, item.blackouts, strict=True):
-            note = f"  (skipped: {blackout})" if blackout else ""
-            print(f"  next: {timeformat.text(fire)}{note}")
-    for warning in warnings:
-        print(f"\nwarning: {warning}")
-    return EXIT_OK
-
-
-def cmd_run(config_path: Path, args: argparse.Namespace) -> int:
-    try:
-        config = load_config(config_path)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return EXIT_USAGE
-    job = config.job_map.get(args.job_id)
-    if job is None:
-        known = ", ".join(sorted(config.job_map)) or "none"
-        print(
-            f"app.py run: no job {args.job_id!r} in {config_path}; jobs: {known}", file=sys.stderr
-        )
-        return EXIT_USAGE
-    redactor = Redactor(config.secret_values())
-    if not open_log(config, redactor, stderr=True):
-        return EXIT_FAILED
-    clients = ClientPool(config.environments, redactor=redactor)
-    try:
-        result = chain.run_job(job, config, clients, trigger="manual", force=args.force)
-    finally:
-        clients.close()
-    record = result.to_dict()
-    save_manual_run(config, record)
-    print(json.dumps(record, indent=2))
-    return EXIT_FAILED if result.status == "failed" else EXIT_OK
-
-
-def save_manual_run(config: Config, record: dict[str, object]) -> None:
-    """Keep a manual run in the history too, so `history` and the API show it."""
-    try:
-        store = open_store(config.settings)
-    except Exception as err:  # the run happened; a history problem must not hide its result
-        log.warning("the run could not be saved in %s: %s", config.settings.state_db, err)
-        return
-    try:
-        store.save(record)
-    finally:
-        store.close()
-
-
-def cmd_history(config_path: Path, args: argparse.Namespace) -> int:
-    try:
-        config = load_config(config_path)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return EXIT_USAGE
-    db_path = Path(config.settings.state_db)
-    runs: list[dict[str, object]] = []
-    if db_path.exists():
-        store = open_store(config.settings)
-        try:
-            runs = store.recent(args.job_id, args.limit)
-        finally:
-            store.close()
-    redactor = Redactor(config.secret_values())  # records kept by an older Poller too
-    runs = [redactor.value(run) for run in runs]
-    if args.json:
-        print(json.dumps(runs, indent=2))
-        return EXIT_OK
-    if not runs:
-        print(f"no runs yet in {db_path}")
-        return EXIT_OK
-    print(f"{'started':<25} {'job':<20} {'trigger':<9} {'status':<11} {'duration':>9}  reason")
-    for run in runs:
-        print(_history_line(run))
-    return EXIT_OK
-
-
-def _history_line(run: dict[str, object]) -> str:
-    started_at = timeformat.parse_or_none(run.get("started_at"))
-    finished_at = timeformat.parse_or_none(run.get("finished_at"))
-    started = "" if started_at is None else timeformat.local_text(started_at)
-    duration = ""
-    if started_at is not None and finished_at is not None:
-        duration = timeformat.seconds_text((finished_at - started_at).total_seconds())
-    reason = str(run.get("reason") or "")
-    job_id, trigger, status = (str(run.get(k) or "") for k in ("job_id", "trigger", "status"))
-    return f"{started:<25} {job_id:<20} {trigger:<9} {status:<11} {duration:>9}  {reason[:80]}"
+COMMANDS: dict[str, Callable[[ConfigSource, argparse.Namespace], int]] = {
+    "check": cmd_check,
+    "jobs": cmd_jobs,
+    "run": cmd_run,
+    "history": cmd_history,
+}
 
 
 if __name__ == "__main__":

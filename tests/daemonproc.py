@@ -63,6 +63,27 @@ def run_app(
     )
 
 
+def app(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python app.py ARGS` to its end; output as text."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "app.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def write(folder: Path, config: Any, name: str = "config.json") -> Path:
+    """A config file in `folder`: JSON of `config`, or `config` itself when it is text."""
+    path = folder / name
+    path.write_text(config if isinstance(config, str) else json.dumps(config, indent=2))
+    return path
+
+
 class DaemonProcess:
     def __init__(self, folder: Path, config: dict[str, Any], env: dict[str, str] | None = None):
         self.folder = folder

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.daemonproc import REPO
+from tests.daemonproc import REPO, app, write
 from tests.platform import PlatformServer, always
 
 VALID = {
@@ -22,30 +21,11 @@ VALID = {
             "cron": "0 * * * *",
             "timezone": "America/New_York",
             "integrationIDs": [["a"]],
-            "enabled": False,
         },
         {"id": "weekend", "time": "09:00", "blackout_days": ["sun"], "integrationIDs": [["a"]]},
+        {"id": "paused", "time": "10:00", "enabled": False, "integrationIDs": [["a"]]},
     ],
 }
-
-
-def app(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "app.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env=env,
-    )
-
-
-def write(tmp_path: Path, config: Any) -> Path:
-    path = tmp_path / "config.json"
-    path.write_text(config if isinstance(config, str) else json.dumps(config, indent=2))
-    return path
 
 
 def test_check_valid(tmp_path: Path) -> None:
@@ -53,12 +33,15 @@ def test_check_valid(tmp_path: Path) -> None:
     result = app("check", "--config", str(path), "--after", "2026-03-28T12:00:00+00:00")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert f"{path}: valid, 3 jobs" in out
+    assert f"{path}: valid, 4 jobs" in out
     # 01:30 on 2026-03-29 does not exist in London: it fires at the end of the gap.
     assert "nightly  (nightly)  [enabled]" in out
     assert "  schedule: daily at 01:30  [Europe/London]" in out
     assert "  next: 2026-03-29T02:00:00+01:00\n  next: 2026-03-30T01:30:00+01:00" in out
-    assert "hourly  (hourly)  [disabled]" in out
+    assert "hourly  (hourly)  [enabled]" in out
+    # A paused job lists no fires: it would run none.
+    assert "paused  (paused)  [paused: enabled is false]\n  schedule: daily at 10:00" in out
+    assert "next: none while paused" in out
     assert "next: 2026-03-29T09:00:00+01:00  (skipped: blackout day (Sunday))" in out
 
 
@@ -72,7 +55,7 @@ def test_check_json_count_and_after(tmp_path: Path) -> None:
     assert report["valid"] is True and report["errors"] == []
     jobs = {job["id"]: job for job in report["jobs"]}
     assert set(jobs["nightly"]) >= {"id", "label", "enabled", "timezone", "next_fires"}
-    assert jobs["hourly"]["enabled"] is False
+    assert jobs["paused"]["paused"] is True and jobs["paused"]["next_fires"] == []
     assert jobs["hourly"]["timezone"] == "America/New_York"
     # New York falls back at 06:00 UTC; 05:30 UTC is 01:30 in the first copy of 01:00,
     # and the hourly job fires again in the second copy.
@@ -136,7 +119,7 @@ def test_config_from_environment_variable(tmp_path: Path) -> None:
     path = write(tmp_path, VALID)
     env = {"POLLER_CONFIG": str(path), "PATH": "/usr/bin:/bin"}
     result = app("check", cwd=tmp_path.parent, env=env)
-    assert result.returncode == 0 and "3 jobs" in result.stdout
+    assert result.returncode == 0 and "4 jobs" in result.stdout
 
 
 def test_shipped_config_checks_from_the_repo() -> None:

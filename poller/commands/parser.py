@@ -1,0 +1,118 @@
+"""The command line: `app.py [--config PATH] [COMMAND] ...`, --config before or after it."""
+
+from __future__ import annotations
+
+import argparse
+
+from poller.commands.options import RUN_STATUSES, count_argument, instant_argument
+
+DESCRIPTION = """\
+Poller runs chains of API calls on schedules. Without a command it runs the daemon on
+./config.json (or --config PATH, or $POLLER_CONFIG) until Ctrl-C or SIGTERM; edit the
+file while it runs and it reloads.
+
+The commands beside it only read, and need none of the daemon's secrets (but `run`):
+  app.py check               is the config valid, and when does each job fire next?
+  app.py jobs                every job at a glance: schedule, next fire, last run
+  app.py history [JOB_ID]    recent runs, newest first; --run RUN_ID shows one in full
+  app.py run JOB_ID          run a job's chain now and print what it did
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Each parser gets its own --config action: argparse's `parents` share action objects,
+    # and a default set on one would leak into the others (`--config X check` was lost).
+    parser = argparse.ArgumentParser(
+        prog="app.py",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_option(parser, default=None)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = _command(
+        commands,
+        "check",
+        "validate the config and show when each job fires next",
+        "Check the config as the daemon would read it: every problem at once, each with "
+        "its line, plus chain functions that cannot be imported and ${NAME} variables not "
+        "set in this shell. Then list each job with its next fire times, counted from the "
+        "daemon's stored anchors when its state database exists. Exit 0 when the config "
+        "can run here, 1 when not.",
+    )
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--count", type=count_argument, default=3, metavar="N", help="fire times per job (3)"
+    )
+    check.add_argument(
+        "--after",
+        type=instant_argument,
+        metavar="ISO",
+        help="list fires after this instant instead of now (without an offset it is read "
+        "in settings.timezone)",
+    )
+
+    jobs = _command(
+        commands,
+        "jobs",
+        "list the jobs: schedule, next fire, last run",
+        "One line per job: its id, whether it is paused, its schedule in words, its next "
+        "fire and how its last run ended.",
+    )
+    jobs.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    run = _command(
+        commands,
+        "run",
+        "run one job's chain now and print its record as JSON",
+        "Run one job's chain now, in the foreground, as the daemon would (it needs the "
+        "config's secrets in this shell). The run's record is printed as JSON on stdout "
+        "and kept in the history; the log goes to the log file and stderr. Ctrl-C stops "
+        "the run and records it as interrupted. Exit 0 on success or skip, 1 on failure, "
+        "2 on a usage or config error, 130 when interrupted.",
+    )
+    run.add_argument("job_id", metavar="JOB_ID", help="the job's id (app.py jobs lists them)")
+    run.add_argument(
+        "--force", action="store_true", help="run even on one of the job's blackout days"
+    )
+
+    history = _command(
+        commands,
+        "history",
+        "show recent runs, newest first",
+        "Show recent runs, newest first, with the reason a run failed or was skipped "
+        "(shortened; --run RUN_ID shows one run in full, with its steps).",
+    )
+    history.add_argument("job_id", nargs="?", metavar="JOB_ID", help="only this job's runs")
+    history.add_argument(
+        "--limit", type=count_argument, default=20, metavar="N", help="how many runs (20)"
+    )
+    history.add_argument(
+        "--status",
+        choices=RUN_STATUSES,
+        metavar="STATUS",
+        help="only runs that ended so: " + ", ".join(RUN_STATUSES),
+    )
+    history.add_argument("--run", metavar="RUN_ID", help="one run in full, with its steps")
+    history.add_argument("--json", action="store_true", help="print the runs' full records as JSON")
+    return parser
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    command = commands.add_parser(name, help=summary, description=description)
+    _config_option(command, default=argparse.SUPPRESS)  # keeps one given before the command
+    return command
+
+
+def _config_option(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--config",
+        default=default,
+        metavar="PATH",
+        help="the config file (default: $POLLER_CONFIG, else ./config.json)",
+    )
