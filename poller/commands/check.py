@@ -107,16 +107,14 @@ def stored_anchors(config: Config) -> tuple[dict[str, JobState], str]:
     where = config.settings.state_db
     try:
         store = open_history(config.settings)
+        if store is None:
+            return {}, f"no state database yet at {where}: `every` jobs count from now"
+        try:
+            return store.job_anchors(), f"`every` jobs count from the anchors stored in {where}"
+        finally:
+            store.close()
     except StoreError as err:
         return {}, f"{where} cannot be read ({err.cause}): `every` jobs count from now"
-    if store is None:
-        return {}, f"no state database yet at {where}: `every` jobs count from now"
-    try:
-        return store.job_anchors(), f"`every` jobs count from the anchors stored in {where}"
-    except StoreError as err:
-        return {}, f"{where} cannot be read ({err.cause}): `every` jobs count from now"
-    finally:
-        store.close()
 
 
 def function_problems(config: Config, source: ConfigSource) -> list[Problem]:

@@ -20,7 +20,7 @@ import threading
 import time
 from types import FrameType
 
-from poller.clock import Flag, SystemClock, Wakeup
+from poller.clock import SystemClock, Wakeup
 from poller.commands.options import (
     EXIT_FAILED,
     EXIT_OK,
@@ -64,8 +64,7 @@ def cmd_run(source: ConfigSource, args: argparse.Namespace) -> int:
     started = started_result(job.id, trigger="manual", started_at=clock.now(), run_id=run_id)
     ended: list[RunResult] = []
     woken = Wakeup()
-    stopped_by = Flag()
-    signum_seen: list[int] = []
+    signum_seen: list[int] = []  # appended by the handlers: no locks
 
     def work() -> None:
         try:
@@ -85,14 +84,13 @@ def cmd_run(source: ConfigSource, args: argparse.Namespace) -> int:
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         signum_seen.append(signum)
-        stopped_by.set()
         clock.stop()
         woken.set()
 
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGTERM, on_stop)
     threading.Thread(target=work, name="run", daemon=True).start()  # daemon: see above
-    while not ended and not stopped_by.is_set():
+    while not ended and not signum_seen:
         woken.wait(60.0)
     if not ended:
         deadline = time.monotonic() + STOP_WAIT_SECONDS

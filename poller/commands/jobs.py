@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from poller import timeformat
-from poller.commands.check import stored_anchors
 from poller.commands.options import (
     EXIT_FAILED,
     EXIT_OK,
@@ -28,7 +27,7 @@ from poller.commands.options import (
 from poller.config.models import Config
 from poller.errors import ConfigError
 from poller.forecast import JobForecast, forecast
-from poller.store import StoreError
+from poller.store import JobState, StoreError
 
 SCHEDULE_CHARS = 40
 
@@ -42,12 +41,11 @@ def cmd_jobs(source: ConfigSource, args: argparse.Namespace) -> int:
         say(str(loaded))
         return EXIT_FAILED
     config = loaded
-    anchors, _ = stored_anchors(config)
-    items = forecast(config, datetime.now(UTC), 1, anchors)
     try:
-        last = last_runs(config)
+        anchors, last = stored_state(config)
     except StoreError as err:
         return store_error(err)
+    items = forecast(config, datetime.now(UTC), 1, anchors)
     if args.json:
         print(json.dumps([entry(item, last.get(item.job.id)) for item in items], indent=2))
         return EXIT_OK
@@ -59,16 +57,20 @@ def cmd_jobs(source: ConfigSource, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def last_runs(config: Config) -> dict[str, dict[str, Any]]:
-    """Each job's newest run in brief (none before the state database exists)."""
+def stored_state(
+    config: Config,
+) -> tuple[dict[str, JobState], dict[str, dict[str, Any]]]:
+    """The stored `every` anchors and each job's newest run in brief, in one open of the
+    state database (neither before it exists)."""
     store = open_history(config.settings)
     if store is None:
-        return {}
+        return {}, {}
     try:
+        anchors = store.job_anchors()
         briefs = store.briefs([job.id for job in config.jobs], 1)
     finally:
         store.close()
-    return {job_id: runs[0] for job_id, runs in briefs.items() if runs}
+    return anchors, {job_id: runs[0] for job_id, runs in briefs.items() if runs}
 
 
 def row(item: JobForecast, last: dict[str, Any] | None) -> list[str]:

@@ -19,12 +19,10 @@ from poller.config.models import Config, Settings
 from poller.errors import ConfigError
 from poller.logs import setup_logging
 from poller.redaction import Redactor
-from poller.run.results import RunStatus
 from poller.store import Store, StoreError, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a process that SIGPIPE ended
-RUN_STATUSES: tuple[RunStatus, ...] = ("running", "success", "failed", "skipped", "interrupted")
 REASON_CHARS = 72
 """A reason in a table line is shortened at a word to this many characters ("…")."""
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from poller.commands.options import RUN_STATUSES, count_argument, instant_argument
+from poller.commands.options import count_argument, instant_argument
+from poller.run.results import RUN_STATUSES
 
 DESCRIPTION = """\
 Poller runs chains of API calls on schedules. Without a command it runs the daemon on

@@ -18,6 +18,7 @@ RunStatus = Literal["running", "success", "failed", "skipped", "interrupted"]
 StepStatus = Literal["success", "skipped", "failed"]
 
 TRIGGERS: tuple[str, ...] = get_args(Trigger)
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 
 OUTPUT_MAX_BYTES = 64 * 1024
 """A run's output larger than this (as compact JSON, UTF-8) is replaced by a preview."""
