@@ -147,6 +147,13 @@ class RunStoppedError(PollerError):
         )
 
 
+class RunCancelledError(PollerError):
+    """The run was stopped between two entries (Ctrl-C in `app.py run`); it ends `interrupted`."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"stopped before {where}")
+
+
 class ChainError(PollerError):
     """A chain that cannot run at all (an unknown environment, an unimportable function)."""
 

@@ -230,6 +230,20 @@ def test_ctrl_c_during_a_call_in_flight_still_prints_and_keeps_the_record(
     assert history[0]["run_id"] == record["run_id"] and history[0]["status"] == "interrupted"
 
 
+def test_ctrl_c_while_a_call_ends_soon_sends_no_further_call(
+    tmp_path: Path, platform: PlatformServer
+) -> None:
+    write(tmp_path, run_config(platform, timeout_seconds=60))
+    platform.script("first", slow(0.5))
+    code, out, err = interrupt_run(tmp_path, platform, calls=1)
+    assert code == 130
+    record = json.loads(out)
+    assert record["status"] == "interrupted"
+    assert record["reason"] == "stopped before integrationIDs[1][0] second"
+    assert [s["status"] for s in record["steps"]] == ["success"]
+    assert platform.calls("second") == []
+
+
 # --- 4. a pipe closed early -----------------------------------------------------------
 
 

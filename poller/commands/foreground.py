@@ -2,7 +2,8 @@
 
 The chain runs on a worker thread while the main thread waits for it or for Ctrl-C
 (SIGINT) or SIGTERM. A stop ends every retry backoff at once (the clock's stop) and waits
-STOP_WAIT_SECONDS for the run to end by itself, as `interrupted` with its steps so far; a
+STOP_WAIT_SECONDS for the run to end by itself, as `interrupted` with its steps so far (no
+entry starts after the stop); a
 call still in flight past that (a platform that does not answer) cannot be cut short, so
 the record is then made here, `interrupted` without steps. Either way it is printed, kept
 in the history, and the exit status is 128 + the signal (130 for Ctrl-C).
@@ -77,6 +78,7 @@ def cmd_run(source: ConfigSource, args: argparse.Namespace) -> int:
                     trigger="manual",
                     force=args.force,
                     clock=clock,
+                    cancelled=lambda: bool(signum_seen),
                 )
             )
         finally:

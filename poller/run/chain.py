@@ -30,13 +30,14 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from poller.clock import Clock, SystemClock
 from poller.config.chain import HttpEntry, entry_id
 from poller.config.models import Config, Job
-from poller.errors import CallError, ChainError, PollerError, RunStoppedError
+from poller.errors import CallError, ChainError, PollerError, RunCancelledError, RunStoppedError
 from poller.logs import run_context, run_logger
 from poller.redaction import Redactor
 from poller.run.conditions import evaluate
@@ -76,6 +77,7 @@ def run_job(
     dry_run: bool | None = None,
     force: bool = False,
     clock: Clock | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> RunResult:
     """Run `job`'s chain once and return its record; never raises.
 
@@ -84,6 +86,8 @@ def run_job(
         input: merged over job.input (its keys win) as the first step's input.
         dry_run: overrides job.dry_run.
         force: ignore blackout days and dates.
+        cancelled: asked before each entry; once True the run ends `interrupted` there
+            (Ctrl-C in `app.py run`; the daemon lets a run finish within its grace).
     """
     clock = clock or SystemClock()
     run_id = run_id or new_run_id()
@@ -99,6 +103,7 @@ def run_job(
             dry_run,
             force,
             clock,
+            cancelled,
         )
 
 
@@ -113,6 +118,7 @@ def _run_job(
     dry_run: bool | None,
     force: bool,
     clock: Clock,
+    cancelled: Callable[[], bool],
 ) -> RunResult:
     started_at = clock.now()
     is_dry_run = job.dry_run if dry_run is None else dry_run
@@ -188,12 +194,12 @@ def _run_job(
                 logger=log,
             )
             data = {**job.input, **(input or {})}
-            stop, output = _run_chain(job, runner, data, steps, scheduled_for)
+            stop, output = _run_chain(job, runner, data, steps, scheduled_for, cancelled)
         finally:
             if session is not None:
                 session.close()
         return finish("success" if stop is None else "failed", stop, steps, output)
-    except RunStoppedError as err:
+    except (RunStoppedError, RunCancelledError) as err:
         log.warning("run interrupted: %s", err)
         return finish("interrupted", str(err), steps, None)
     except Exception as err:  # the run boundary: a failure goes into the record
@@ -207,6 +213,7 @@ def _run_chain(
     data: dict[str, Any],
     records: list[StepResult],
     scheduled_for: datetime | None,
+    cancelled: Callable[[], bool],
 ) -> tuple[str | None, dict[str, Any]]:
     """Run the steps, appending a record per entry; returns (why it stopped, output)."""
     deadline, timeout = None, ""
@@ -226,6 +233,8 @@ def _run_chain(
             if stop is not None:
                 records.append(StepResult(name, "skipped", s, e, reason=f"not run: {stop}"))
                 continue
+            if cancelled():
+                raise RunCancelledError(where)
             when = None if isinstance(entry, str) else entry.when
             if when is not None:
                 holds, why = evaluate(when, data)
