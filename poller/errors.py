@@ -71,9 +71,7 @@ class StateFileError(PollerError):
     def __init__(self, path: Path, cause: BaseException, advice: str | None = None) -> None:
         self.path = path
         reason = getattr(cause, "strerror", None) or str(cause)
-        if advice is not None:
-            pass
-        elif (
+        if advice is None and (
             isinstance(cause, sqlite3.DatabaseError)
             and "database" in reason
             and ("not a database" in reason or "malformed" in reason)
@@ -82,12 +80,13 @@ class StateFileError(PollerError):
                 "It is left as it is: move it aside (with its -wal and -shm files, if any) to "
                 "start with an empty history, or restore it from a backup."
             )
-        else:
+        elif advice is None:
             advice = (
                 "Make its folder writable (and check the disk has room), "
                 "or point settings.state_db elsewhere."
             )
-        super().__init__(f"the state database {path} cannot be opened: {reason}. {advice}")
+        self.detail = f"cannot be opened: {reason}. {advice}"
+        super().__init__(f"the state database {path} {self.detail}")
 
 
 class ConfigError(PollerError):

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -149,6 +150,32 @@ def test_history_reads_on_while_the_config_is_mid_edit(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"settings": {"state_db": 5}, "jobs": []}')
     result = app("history", cwd=tmp_path)
     assert result.returncode == 2 and "config.json:1:15: settings.state_db" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["another program's database", "not a database"])
+def test_reading_commands_leave_a_file_that_is_not_a_poller_history_as_it_is(
+    tmp_path: Path, kind: str
+) -> None:
+    write(tmp_path, {"jobs": [{"id": "sync", "every": "5m", "integrationIDs": [["x"]]}]})
+    db = tmp_path / "data" / "poller.db"
+    db.parent.mkdir()
+    if kind == "not a database":
+        db.write_bytes(b"\x07" * 3000)
+    else:
+        with sqlite3.connect(db) as other:
+            other.execute("CREATE TABLE notes (text TEXT)")
+        other.close()
+    db.chmod(0o644)
+    before = db.read_bytes()
+    for command in ("history", "jobs"):
+        result = app(command, cwd=tmp_path)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"app.py: {db}: cannot be opened" in result.stderr
+        assert "Traceback" not in result.stderr
+    check = app("check", cwd=tmp_path)
+    assert check.returncode == 0 and f"{db} cannot be read" in check.stdout
+    assert db.read_bytes() == before and db.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in db.parent.iterdir()) == ["poller.db"]
 
 
 # --- 3. Ctrl-C during `run` -----------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 from poller import timeformat
 from poller.config.load import load_config
 from poller.config.models import Config, Settings
-from poller.errors import ConfigError
+from poller.errors import ConfigError, StateFileError
 from poller.logs import setup_logging
 from poller.redaction import Redactor
 from poller.store import Store, StoreError, open_store
@@ -69,11 +69,16 @@ def load(source: ConfigSource, *, unset_ok: bool = False) -> Config | ConfigErro
 
 
 def open_history(settings: Settings) -> Store | None:
-    """The state database to read beside a running daemon, or None when it does not exist
-    yet (a command must not create it). Raises StoreError."""
-    if not Path(settings.state_db).exists():
+    """The state database to read beside a running daemon, opened read-only, or None when
+    it does not exist yet (a command must not create it; an empty file is a daemon's that
+    is creating it). Raises StoreError."""
+    path = Path(settings.state_db)
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
         return None
-    return open_store(settings)
+    try:
+        return open_store(settings, read_only=True)
+    except StateFileError as err:
+        raise StoreError(str(err.path), err.detail) from None
 
 
 def open_log(config: Config, redactor: Redactor, stderr: bool) -> bool:

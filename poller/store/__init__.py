@@ -20,6 +20,7 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings) -> Store:
-    """The store settings.state_db names (a path: SQLite). Raises StateFileError."""
-    return SqliteStore(settings.state_db, settings.durability)
+def open_store(settings: Settings, *, read_only: bool = False) -> Store:
+    """The store settings.state_db names (a path: SQLite). `read_only` reads an existing
+    one as it is (the commands). Raises StateFileError."""
+    return SqliteStore(settings.state_db, settings.durability, read_only=read_only)

@@ -61,10 +61,30 @@ def prepare(db: sqlite3.Connection) -> int:
         db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
         db.execute("COMMIT")
         return version
-    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return readable_version(db)
+
+
+def readable_version(db: sqlite3.Connection) -> int:
+    """The schema version of a Poller file, for reading it as it is.
+
+    Raises sqlite3.Error when the file is not a database, StateFileError when it is not
+    Poller's (an empty file, another program's database) or a newer Poller wrote it.
+    """
+    path = Path(db.execute("PRAGMA database_list").fetchone()[2])
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "runs" not in tables and "jobs" not in tables:
+        raise StateFileError(
+            path,
+            ValueError("it holds no Poller history"),
+            advice="It is left as it is: point settings.state_db at the daemon's database.",
+        )
+    row = (
+        db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if ("meta" in tables)
+        else None
+    )
     version = int(row[0]) if row else 1
     if version > SCHEMA_VERSION:
-        path = Path(db.execute("PRAGMA database_list").fetchone()[2])
         raise StateFileError(
             path,
             ValueError(f"it was written by a newer Poller (schema version {version})"),

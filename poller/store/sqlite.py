@@ -75,23 +75,37 @@ class SqliteStore:
     history writes, behind a lock (not SQLite's busy handler, which sleeps in steps of
     milliseconds); the daemon's claim journal beside it."""
 
-    def __init__(self, path: str | Path, durability: Durability = "normal") -> None:
+    def __init__(
+        self, path: str | Path, durability: Durability = "normal", *, read_only: bool = False
+    ) -> None:
+        """Open (or create) the history; `read_only` opens an existing file as it is, for
+        the commands beside a daemon: no schema, no WAL switch, no change of its mode."""
         self.path = Path(path)
         self.durability = durability
         self._lock = threading.RLock()
         self._lock_file: IO[str] | None = None
         self._journal: ClaimJournal | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            make_private(self.path)
-            self._db = sqlite3.connect(
-                self.path, timeout=10, check_same_thread=False, isolation_level=None
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={durability.upper()}")
+            if read_only:
+                self._db = sqlite3.connect(
+                    f"{self.path.absolute().as_uri()}?mode=ro",
+                    uri=True,
+                    timeout=10,
+                    check_same_thread=False,
+                    isolation_level=None,
+                )
+                self.schema_version = migrate.readable_version(self._db)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                make_private(self.path)
+                self._db = sqlite3.connect(
+                    self.path, timeout=10, check_same_thread=False, isolation_level=None
+                )
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(f"PRAGMA synchronous={durability.upper()}")
+                self.schema_version = migrate.prepare(self._db)
+                tighten(self.path)
             self._db.execute("PRAGMA busy_timeout=10000")
-            self.schema_version = migrate.prepare(self._db)
-            tighten(self.path)
         except (OSError, sqlite3.Error) as err:
             raise StateFileError(self.path, err) from None
         self._queue = RecordQueue(self._write_batch, name="history-writer")
