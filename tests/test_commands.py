@@ -346,21 +346,47 @@ def test_check_lists_every_problem_at_once(tmp_path: Path) -> None:
     )
     assert "xxxxxxxxxx" not in out  # the job itself is not dumped as "the value"
     assert 'when.greater: unknown field; did you mean "gt"?' in out
-    # The file's own problems come first; the functions are tried once it is valid.
+    # The functions that cannot be imported are listed beside the file's own problems.
+    assert "jobs[2].integrationIDs[1][0].function: function tasks:nothing: module tasks has no" in (
+        out
+    )
+    assert "jobs[2].integrationIDs[2][0].function: function missing:run: cannot import" in out
+    assert "integrationIDs[3][0].function: function broken:run: importing it raised " in out
+    assert "RuntimeError: no database here" in out
+    assert "tasks:summarise" not in out
     del config["jobs"][:2]
     config["jobs"][1]["integrationIDs"][0][0]["when"] = {"token": "count", "gt": 3}
     write(tmp_path, config)
     result = app("check", cwd=tmp_path)
     assert result.returncode == 1
-    out = result.stdout
-    assert "3 problems, 2 jobs" in out
-    assert "jobs[0].integrationIDs[1][0].function: function tasks:nothing: module tasks has no" in (
-        out
+    assert "3 problems, 2 jobs" in result.stdout
+
+
+def test_check_imports_a_hostile_module_without_leaking_or_ending(tmp_path: Path) -> None:
+    (tmp_path / "noisy.py").write_text(
+        "import os\nprint('hello from noisy')\n"
+        "raise RuntimeError('login failed for ' + os.environ['PLAT_PASSWORD'])\n"
     )
-    assert "jobs[0].integrationIDs[2][0].function: function missing:run: cannot import" in out
-    assert "integrationIDs[3][0].function: function broken:run: importing it raised " in out
-    assert "RuntimeError: no database here" in out
-    assert "tasks:summarise" not in out
+    (tmp_path / "quits.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "stops.py").write_text("raise KeyboardInterrupt\n")
+    config = secret_config()
+    config["jobs"][0]["integrationIDs"] = [
+        [{"function": "noisy:run"}],
+        [{"function": "quits:run"}],
+        [{"function": "stops:run"}],
+    ]
+    write(tmp_path, config)
+    env = {"PLAT_PASSWORD": SECRET}
+    result = app("check", "--json", cwd=tmp_path, env=env)
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)  # the module's print went to stderr
+    assert "hello from noisy" in result.stderr
+    messages = [e["message"] for e in report["errors"]]
+    assert any("RuntimeError: login failed for ***" in m for m in messages), messages
+    assert any("raised SystemExit: 3" in m for m in messages), messages
+    assert any("raised KeyboardInterrupt" in m for m in messages), messages
+    assert SECRET not in result.stdout + result.stderr
+    assert len(report["jobs"]) == 2
 
 
 # --- 6. fires counted as the daemon counts them ---------------------------------------

@@ -9,8 +9,13 @@ count from the daemon's stored anchors when the state database exists.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from poller import timeformat
@@ -22,12 +27,20 @@ from poller.commands.options import (
     open_history,
     say,
 )
-from poller.config.chain import FunctionEntry
-from poller.config.jsonpos import Locations
-from poller.config.load import config_warnings, read_text, render_path
+from poller.config.chain import FUNCTION_RE
+from poller.config.jsonpos import Locations, PathKey
+from poller.config.load import (
+    by_place,
+    config_warnings,
+    parse_json,
+    read_text,
+    render_path,
+    variable_values,
+)
 from poller.config.models import Config
 from poller.errors import ChainError, ConfigError, Problem
 from poller.forecast import JobForecast, forecast
+from poller.redaction import Redactor
 from poller.run.steps import load_function
 from poller.store import JobState, StoreError
 from poller.timing import local_zone
@@ -38,18 +51,17 @@ def cmd_check(source: ConfigSource, args: argparse.Namespace) -> int:
     if isinstance(loaded, str):
         say(loaded)
         return EXIT_FAILED
+    imports = function_problems(source, loaded)
     if isinstance(loaded, ConfigError):
+        every = ConfigError(sorted([*loaded.problems, *imports], key=by_place))
         if args.json:
-            report = {"valid": False, "errors": [p.as_dict() for p in loaded.problems], "jobs": []}
-            print(json.dumps(report, indent=2))
+            errors = [p.as_dict() for p in every.problems]
+            print(json.dumps({"valid": False, "errors": errors, "jobs": []}, indent=2))
         else:
-            print(loaded)
+            print(every)
         return EXIT_FAILED
     config = loaded
-    problems = sorted(
-        [*config.unset, *function_problems(config, source)],
-        key=lambda p: (p.line or 0, p.column or 0),
-    )
+    problems = sorted([*config.unset, *imports], key=by_place)
     after = args.after or datetime.now(UTC)
     if after.tzinfo is None:
         zone = config.settings.timezone
@@ -117,28 +129,59 @@ def stored_anchors(config: Config) -> tuple[dict[str, JobState], str]:
         return {}, f"{where} cannot be read ({err.cause}): `every` jobs count from now"
 
 
-def function_problems(config: Config, source: ConfigSource) -> list[Problem]:
-    """A problem for every chain function that cannot be imported, located in the file."""
-    refs = [
-        (index, step, position, entry.function)
-        for index, job in enumerate(config.jobs)
-        for step, entries in enumerate(job.integrationIDs)
-        for position, entry in enumerate(entries)
-        if isinstance(entry, FunctionEntry)
-    ]
+def function_problems(source: ConfigSource, loaded: Config | ConfigError) -> list[Problem]:
+    """A problem for every chain function that cannot be imported, located in the file;
+    found in the file's JSON, so they are listed beside its other problems too.
+
+    Importing runs the user's module: whatever it prints goes to stderr (stdout may be
+    `check --json`), whatever it raises (SystemExit too) is its problem, and the config's
+    secrets and the values of its `${NAME}` variables are masked in what is shown.
+    """
+    try:
+        raw = parse_json(read_text(source.path), source.path.name)
+    except ConfigError:
+        return []
+    refs = list(function_refs(raw))
     if not refs:
         return []
+    secrets = variable_values(raw, os.environ)
+    if isinstance(loaded, Config):
+        secrets += loaded.secret_values()
+    redactor = Redactor(secrets)
+    folder = source.path.absolute().parent
     positions = Locations(read_text(source.path))
     problems = []
-    for index, step, position, ref in refs:
+    for path, job_id, ref in refs:
         try:
-            load_function(ref, config.base_dir, config.jobs[index].id)
+            with contextlib.redirect_stdout(sys.stderr):
+                load_function(ref, folder, job_id)
         except ChainError as err:
             reason = err.reason
-        except Exception as err:  # the user's module raised while it was imported
+        except BaseException as err:  # the user's module raised while it was imported
             reason = f"function {ref}: importing it raised {type(err).__name__}: {err}"
         else:
             continue
-        path = ("jobs", index, "integrationIDs", step, position, "function")
-        problems.append(Problem(source.path.name, render_path(path), reason, *positions.find(path)))
+        problems.append(
+            Problem(
+                source.path.name,
+                render_path(path),
+                redactor.text(reason),
+                *positions.find(path),
+            )
+        )
     return problems
+
+
+def function_refs(raw: Any) -> Iterator[tuple[PathKey, str, str]]:
+    """(path, job id, "module:callable") of every well-formed function entry in the JSON."""
+    jobs = raw if isinstance(raw, list) else raw.get("jobs") if isinstance(raw, dict) else None
+    for index, job in enumerate(jobs if isinstance(jobs, list) else []):
+        if not isinstance(job, dict) or not isinstance(job.get("integrationIDs"), list):
+            continue
+        job_id = job["id"] if isinstance(job.get("id"), str) else "-"
+        for step, entries in enumerate(job["integrationIDs"]):
+            for position, entry in enumerate(entries if isinstance(entries, list) else []):
+                ref = entry.get("function") if isinstance(entry, dict) else None
+                if isinstance(ref, str) and FUNCTION_RE.match(ref):
+                    head = ("jobs",) if isinstance(raw, dict) else ()
+                    yield (*head, index, "integrationIDs", step, position, "function"), job_id, ref

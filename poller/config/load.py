@@ -88,7 +88,7 @@ def parse_config(
 ) -> Config:
     """Validate config text as if it were the file at `path` (relative paths resolve there)."""
     name = path.name
-    raw = _parse_json(text, name)
+    raw = parse_json(text, name)
     positions = Locations(text)
     problems: list[Problem] = []
     if _may_interpolate(text):
@@ -123,10 +123,10 @@ def parse_config(
             if problem.path not in unfilled and (problem.path, problem.expected) not in seen:
                 seen.add((problem.path, problem.expected))
                 problems.append(problem)
-        raise ConfigError(sorted(problems, key=_by_place)) from None
+        raise ConfigError(sorted(problems, key=by_place)) from None
     problems.extend(_cross_checks(config, name, positions))
     if problems and not (unset_ok and problems == list(unset)):
-        raise ConfigError(sorted(problems, key=_by_place))
+        raise ConfigError(sorted(problems, key=by_place))
     # The folder the config is named in, not where a symlink leads (a ConfigMap version).
     return _resolve_paths(config, path.absolute().parent, unset)
 
@@ -139,7 +139,7 @@ def load_settings(path: Path) -> models.Settings:
         ConfigError: the file, or its settings, cannot be used.
     """
     text = read_text(path)
-    raw = _parse_json(text, path.name)
+    raw = parse_json(text, path.name)
     positions = Locations(text)
     only = {"settings": raw.get("settings", {}) if isinstance(raw, dict) else {}}
     if _may_interpolate(text):
@@ -169,7 +169,8 @@ def config_warnings(config: Config) -> list[str]:
     return warnings
 
 
-def _parse_json(text: str, name: str) -> Any:
+def parse_json(text: str, name: str) -> Any:
+    """The file's JSON; ConfigError (located) when it is empty, huge, too deep or not JSON."""
     if not text.strip():
         raise ConfigError(
             [Problem(name, "", 'the file is empty; expected a JSON object {"jobs": [...]}')]
@@ -200,6 +201,18 @@ def _parse_json(text: str, name: str) -> Any:
                 f"expected ',' after this value (a comma is missing before line {err.lineno})"
             )
         raise ConfigError([Problem(name, "", f"invalid JSON: {expected}", line, column)]) from None
+
+
+def variable_values(raw: Any, environ: Mapping[str, str]) -> list[str]:
+    """The values of every set `${NAME}` the parsed file names, to mask them in output."""
+    if isinstance(raw, dict):
+        return [v for item in raw.values() for v in variable_values(item, environ)]
+    if isinstance(raw, list):
+        return [v for item in raw for v in variable_values(item, environ)]
+    if isinstance(raw, str) and "${" in raw:
+        names = (match.group(1) for match in _VAR.finditer(raw))
+        return [environ[name] for name in names if name and environ.get(name)]
+    return []
 
 
 def _may_interpolate(text: str) -> bool:
@@ -254,7 +267,8 @@ def _interpolate(
     return _VAR.sub(replace, value)
 
 
-def _by_place(problem: Problem) -> tuple[int, int]:
+def by_place(problem: Problem) -> tuple[int, int]:
+    """Sort key: problems in the order of the file."""
     return problem.line or 0, problem.column or 0
 
 
