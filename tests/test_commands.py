@@ -271,6 +271,20 @@ def test_ctrl_c_while_a_call_ends_soon_sends_no_further_call(
     assert platform.calls("second") == []
 
 
+def test_run_keeps_stdout_for_the_record_when_a_function_prints(tmp_path: Path) -> None:
+    (tmp_path / "chatty.py").write_text(
+        "def run(data, context):\n    print('progress: half way')\n    return {'n': 1}\n"
+    )
+    write(
+        tmp_path,
+        {"jobs": [{"id": "f", "time": "00:00", "integrationIDs": [[{"function": "chatty:run"}]]}]},
+    )
+    result = app("run", "f", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["output"] == {"n": 1}
+    assert "progress: half way" in result.stderr
+
+
 # --- 4. a pipe closed early -----------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ in the history, and the exit status is 128 + the signal (130 for Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -91,13 +92,16 @@ def cmd_run(source: ConfigSource, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGTERM, on_stop)
-    threading.Thread(target=work, name="run", daemon=True).start()  # daemon: see above
-    while not ended and not signum_seen:
-        woken.wait(60.0)
-    if not ended:
-        deadline = time.monotonic() + STOP_WAIT_SECONDS
-        while not ended and time.monotonic() < deadline and len(signum_seen) < 2:
-            woken.wait(deadline - time.monotonic())
+    record_out = sys.stdout
+    # stdout holds the record alone: what the chain's functions print goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        threading.Thread(target=work, name="run", daemon=True).start()  # daemon: see above
+        while not ended and not signum_seen:
+            woken.wait(60.0)
+        if not ended:
+            deadline = time.monotonic() + STOP_WAIT_SECONDS
+            while not ended and time.monotonic() < deadline and len(signum_seen) < 2:
+                woken.wait(deadline - time.monotonic())
     # Another Ctrl-C from here on must not cut the record short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -112,8 +116,7 @@ def cmd_run(source: ConfigSource, args: argparse.Namespace) -> int:
         )
     record = result.to_dict()
     save_manual_run(config, record)
-    print(json.dumps(record, indent=2))
-    sys.stdout.flush()
+    print(json.dumps(record, indent=2), file=record_out, flush=True)
     if ended:  # else a call still uses them; the process ends now anyway
         clients.close()
     if signum_seen:
