@@ -499,6 +499,26 @@ def test_history_table_filters_and_one_run_in_full(tmp_path: Path) -> None:
     ] == {"count": 3}
     missing = app("history", "--run", "no-such-run", cwd=tmp_path)
     assert missing.returncode == 2 and "no run 'no-such-run'" in missing.stderr
+    other_job = app("history", "orders-report", "--run", ok.run_id, cwd=tmp_path)
+    assert other_job.returncode == 2
+    assert f"run {ok.run_id} has job_id 'orders-sync', not 'orders-report'" in other_job.stderr
+    other_status = app("history", "--run", ok.run_id, "--status", "failed", cwd=tmp_path)
+    assert other_status.returncode == 2 and "has status 'success'" in other_status.stderr
+
+
+@pytest.mark.parametrize(
+    ("reason", "shown"),
+    [
+        ("RuntimeError: " + "x" * 100, "RuntimeError: " + "x" * 57 + "…"),
+        ("y" * 100, "y" * 71 + "…"),
+        ("short reason", "short reason"),
+    ],
+)
+def test_history_shortens_a_long_word_within_it(tmp_path: Path, reason: str, shown: str) -> None:
+    write(tmp_path, secret_config())
+    keep(tmp_path, skipped_result("orders-sync", reason, trigger="schedule", at=T0))
+    line = app("history", cwd=tmp_path).stdout.splitlines()[1]
+    assert line.endswith("  " + shown)
 
 
 def test_history_of_an_unknown_job_says_so_with_close_ids(tmp_path: Path) -> None:
@@ -508,6 +528,8 @@ def test_history_of_an_unknown_job_says_so_with_close_ids(tmp_path: Path) -> Non
     assert typo.returncode == 2
     assert "no job 'orders-snyc' in the config" in typo.stderr
     assert "did you mean orders-sync" in typo.stderr
+    shouted = app("history", "ORDERS-SYNK", cwd=tmp_path)
+    assert shouted.returncode == 2 and "did you mean orders-sync" in shouted.stderr
     known = app("history", "orders-report", cwd=tmp_path)
     assert known.returncode == 0 and "no runs of orders-report yet" in known.stdout
     # A job removed from the config still shows the runs the database has of it.

@@ -62,7 +62,7 @@ def cmd_history(source: ConfigSource, args: argparse.Namespace) -> int:
         return store_error(err)
     try:
         if args.run:
-            return show_run(store, settings, args.run, redactor, as_json=args.json)
+            return show_run(store, settings, args, redactor)
         return show_runs(store, settings, args, job_ids, redactor)
     except StoreError as err:
         return store_error(err)
@@ -116,7 +116,9 @@ def unknown_job(job_id: str, job_ids: set[str] | None, database: str) -> str:
             f"app.py history: no runs of {job_id!r} in {database}, and the config cannot "
             "be read now to say whether such a job exists (`app.py check` says why)."
         )
-    close = difflib.get_close_matches(job_id, sorted(job_ids), n=5, cutoff=0.5)
+    by_folded = {known.casefold(): known for known in sorted(job_ids)}
+    folded = difflib.get_close_matches(job_id.casefold(), list(by_folded), n=5, cutoff=0.5)
+    close = [by_folded[match] for match in folded]
     if close:
         hint = "did you mean " + ", ".join(close) + "?"
     elif job_ids:
@@ -130,17 +132,22 @@ def unknown_job(job_id: str, job_ids: set[str] | None, database: str) -> str:
 
 
 def show_run(
-    store: Store | None, settings: Settings, run_id: str, redactor: Redactor, *, as_json: bool
+    store: Store | None, settings: Settings, args: argparse.Namespace, redactor: Redactor
 ) -> int:
-    record = None if store is None else store.get(run_id.strip())
+    run_id = args.run.strip()
+    record = None if store is None else store.get(run_id)
     if record is None:
         say(
             f"app.py history: no run {run_id!r} in {settings.state_db}; "
             "`app.py history` lists run ids"
         )
         return EXIT_USAGE
+    for asked, field in ((args.job_id, "job_id"), (args.status, "status")):
+        if asked and record.get(field) != asked:
+            say(f"app.py history: run {run_id} has {field} {record.get(field)!r}, not {asked!r}")
+            return EXIT_USAGE
     record = redactor.value(record)
-    if as_json:
+    if args.json:
         print(json.dumps(record, indent=2))
         return EXIT_OK
     print("\n".join(run_lines(record)))

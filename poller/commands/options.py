@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -118,8 +117,14 @@ def guard_pipe(command: Callable[[], int]) -> int:
 
 
 def shorten(text: str, width: int = REASON_CHARS) -> str:
-    """One line of at most `width` characters, cut at a word with "…", never mid-word."""
-    return textwrap.shorten(" ".join(text.split()), width, placeholder=" …")
+    """One line of at most `width` characters ending in "…" when cut: at a word, unless
+    that would keep less than half (one long word, a URL), then within it."""
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    cut = flat[: width - 1]
+    at_word = cut[: cut.rfind(" ")] if " " in cut else ""
+    return f"{at_word} …" if len(at_word) >= width // 2 else f"{cut}…"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
