@@ -194,4 +194,7 @@ COMMANDS: dict[str, Callable[[ConfigSource, argparse.Namespace], int]] = {
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before a command or the daemon took SIGINT over
+        sys.exit(128 + signal.SIGINT)

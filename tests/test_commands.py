@@ -105,6 +105,25 @@ def test_a_missing_config_names_its_absolute_path_and_how_to_name_another(
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["check", "--config", ""], {}, "(--config)"),
+        (["jobs", "--config", "sub"], {}, "(--config)"),
+        (["history"], {"POLLER_CONFIG": "sub"}, "($POLLER_CONFIG)"),
+    ],
+)
+def test_a_config_path_naming_a_folder_says_to_name_the_file_in_it(
+    tmp_path: Path, args: list[str], env: dict[str, str], named: str
+) -> None:
+    write(tmp_path, {"jobs": []})  # ./config.json is there: --config "" must not fall back to it
+    (tmp_path / "sub").mkdir()
+    result = app(*args, cwd=tmp_path, env=env)
+    assert result.returncode != 0
+    assert f"{named} is a folder; name the config file in it, e.g. " in result.stderr
+    assert "/config.json" in result.stderr and "Traceback" not in result.stderr
+
+
 # --- 2. reading needs no secrets ------------------------------------------------------
 
 
@@ -532,6 +551,16 @@ def test_history_of_an_unknown_job_says_so_with_close_ids(tmp_path: Path) -> Non
     assert shouted.returncode == 2 and "did you mean orders-sync" in shouted.stderr
     known = app("history", "orders-report", cwd=tmp_path)
     assert known.returncode == 0 and "no runs of orders-report yet" in known.stdout
+    many = {
+        "jobs": [
+            {"id": f"job-{i:04d}", "time": "01:00", "integrationIDs": [["x"]]} for i in range(3000)
+        ]
+    }
+    write(tmp_path, many)
+    run = app("run", "job-12345", cwd=tmp_path)
+    assert run.returncode == 2 and "did you mean " in run.stderr and "job-1234" in run.stderr
+    assert len(run.stderr) < 400  # not all 3000 ids
+    write(tmp_path, secret_config())
     # A job removed from the config still shows the runs the database has of it.
     keep(tmp_path, skipped_result("retired", "misfire", trigger="schedule", at=T0))
     retired = app("history", "retired", cwd=tmp_path)

@@ -28,6 +28,7 @@ from poller.commands.options import (
     EXIT_OK,
     EXIT_USAGE,
     ConfigSource,
+    close_ids,
     load,
     open_log,
     say,
@@ -54,8 +55,8 @@ def cmd_run(source: ConfigSource, args: argparse.Namespace) -> int:
     config = loaded
     job = config.job_map.get(args.job_id)
     if job is None:
-        known = ", ".join(sorted(config.job_map)) or "none"
-        say(f"app.py run: no job {args.job_id!r} in {source.path}; jobs: {known}")
+        hint = close_ids(args.job_id, config.job_map)
+        say(f"app.py run: no job {args.job_id!r} in {source.path}; {hint}")
         return EXIT_USAGE
     redactor = Redactor(config.secret_values())
     if not open_log(config, redactor, stderr=True):

@@ -7,7 +7,6 @@ while config.json is mid-edit and invalid (only its settings are read then).
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import textwrap
 from typing import Any
@@ -16,6 +15,7 @@ from poller.commands.options import (
     EXIT_OK,
     EXIT_USAGE,
     ConfigSource,
+    close_ids,
     duration,
     load,
     open_history,
@@ -116,16 +116,7 @@ def unknown_job(job_id: str, job_ids: set[str] | None, database: str) -> str:
             f"app.py history: no runs of {job_id!r} in {database}, and the config cannot "
             "be read now to say whether such a job exists (`app.py check` says why)."
         )
-    by_folded = {known.casefold(): known for known in sorted(job_ids)}
-    folded = difflib.get_close_matches(job_id.casefold(), list(by_folded), n=5, cutoff=0.5)
-    close = [by_folded[match] for match in folded]
-    if close:
-        hint = "did you mean " + ", ".join(close) + "?"
-    elif job_ids:
-        names = sorted(job_ids)
-        hint = "its jobs: " + ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
-    else:
-        hint = "it has no jobs"
+    hint = close_ids(job_id, job_ids)
     return (
         f"app.py history: no job {job_id!r} in the config, and no runs of it in {database}; {hint}"
     )

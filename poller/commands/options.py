@@ -5,9 +5,10 @@ loading it with an error a person can act on, and output to a pipe that may clos
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +36,7 @@ class ConfigSource:
 
     @classmethod
     def of(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> ConfigSource:
-        if args.config:
+        if args.config is not None:  # even "": a --config that names nothing is said so
             return cls(Path(args.config), "--config")
         if environ.get("POLLER_CONFIG"):
             return cls(Path(environ["POLLER_CONFIG"]), "$POLLER_CONFIG")
@@ -43,6 +44,13 @@ class ConfigSource:
 
     def missing(self) -> str | None:
         """Why the file cannot be found, with how to name another; None when it is there."""
+        if self.path.is_dir():
+            folder = self.path.absolute()
+            return (
+                f"app.py: {folder} ({self.given_by or 'the default'}) is a folder; name the "
+                f"config file in it, e.g. {folder / 'config.json'}, with --config PATH or "
+                "POLLER_CONFIG=PATH."
+            )
         if self.path.exists():
             return None
         named = (
@@ -114,6 +122,18 @@ def guard_pipe(command: Callable[[], int]) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
     return code
+
+
+def close_ids(job_id: str, job_ids: Iterable[str]) -> str:
+    """ "did you mean …?" with the ids most like `job_id` (ignoring case), else a few ids."""
+    by_folded = {known.casefold(): known for known in sorted(job_ids)}
+    folded = difflib.get_close_matches(job_id.casefold(), list(by_folded), n=5, cutoff=0.5)
+    if folded:
+        return "did you mean " + ", ".join(by_folded[match] for match in folded) + "?"
+    if not by_folded:
+        return "it has no jobs"
+    names = list(by_folded.values())
+    return "its jobs: " + ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
 
 
 def shorten(text: str, width: int = REASON_CHARS) -> str:
