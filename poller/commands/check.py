@@ -56,7 +56,8 @@ def cmd_check(source: ConfigSource, args: argparse.Namespace) -> int:
         every = ConfigError(sorted([*loaded.problems, *imports], key=by_place))
         if args.json:
             errors = [p.as_dict() for p in every.problems]
-            print(json.dumps({"valid": False, "errors": errors, "jobs": []}, indent=2))
+            report = {"valid": False, "errors": errors, "warnings": [], "state": None, "jobs": []}
+            print(json.dumps(report, indent=2))
         else:
             print(every)
         return EXIT_FAILED

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "config's secrets in this shell). The run's record is printed as JSON on stdout "
         "and kept in the history; the log goes to the log file and stderr. Ctrl-C stops "
         "the run and records it as interrupted. Exit 0 on success or skip, 1 on failure, "
-        "2 on a usage or config error, 130 when interrupted.",
+        "2 on a usage or config error, 130 on Ctrl-C, 143 on SIGTERM.",
     )
     run.add_argument("job_id", metavar="JOB_ID", help="the job's id (app.py jobs lists them)")
     run.add_argument(

@@ -256,7 +256,9 @@ class Job(Model):
         if not self.label:
             object.__setattr__(self, "label", self.id)
         if not JOB_ID_RE.match(self.id):
-            raise ValueError(f"id {self.id!r}: expected letters, digits, '_', '-' and '.' only")
+            raise ValueError(
+                f"id {self.id!r}: expected ASCII letters, digits, '_', '-' and '.' only"
+            )
         return self
 
     def schedule(self, default_timezone: str | None = None) -> Schedule:
