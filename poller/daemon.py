@@ -83,6 +83,9 @@ class Daemon:
         self._reported_at: datetime | None = None
         self.is_stopping = False
         self.reloads = {"applied": 0, "failed": 0}
+        self.on_skipped: Callable[[RunResult], None] = lambda record: None
+        """Told of every fire the loop decides not to run (misfire, already running):
+        those records never pass through run_chain (poller.api.metrics counts them)."""
 
     # --- start and reload -------------------------------------------------------------
 
@@ -238,6 +241,7 @@ class Daemon:
                     self.executor.submit(job, self.config, self.clients, claim.record)
                 else:
                     log.log(level, "%s", line)
+                    self.on_skipped(claim.record)
         return True
 
     def _undo(self, wake: Wake) -> None:

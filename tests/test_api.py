@@ -348,6 +348,34 @@ def test_metrics(api: ApiDaemon) -> None:
     assert float(reloads.split()[-1]) >= 2
 
 
+def test_metrics_count_the_fires_the_loop_skips(tmp_path: Path) -> None:
+    busy = {
+        "id": "busy",
+        "every": "1s",
+        "max_instances": 1,
+        "input": {"seconds": 2.5},
+        "integrationIDs": [[{"function": "steps:nap"}]],
+    }
+    running = start_api_daemon(tmp_path, {"settings": {"api": api_settings()}, "jobs": [busy]})
+    try:
+        running.daemon.wait_runs("busy", 2, status="skipped", timeout=15)
+        skipped = len(running.daemon.runs("busy", "skipped"))
+
+        def counted() -> float:
+            series = 'poller_runs_total{job_id="busy",status="skipped",trigger="schedule"}'
+            lines = [x for x in running.get("/metrics").text.splitlines() if x.startswith(series)]
+            return float(lines[0].split()[-1]) if lines else 0.0
+
+        assert wait_until(lambda: counted() >= skipped, 10, what="the skipped runs counted")
+        text = running.get("/metrics").text
+        lateness = next(
+            x for x in text.splitlines() if x.startswith("poller_fire_lateness_seconds_count")
+        )
+        assert float(lateness.split()[-1]) <= len(running.daemon.runs("busy")) - skipped
+    finally:
+        assert running.daemon.stop() == 0
+
+
 # --- security ---------------------------------------------------------------------------
 
 PROTECTED = [

@@ -37,6 +37,7 @@ def build_app(
     totals = TotalsCache(daemon.store.open_reader())  # a slow count blocks no read
     counted = metrics.Metrics(daemon, totals)
     daemon.executor.run_chain = counted.observing(daemon.executor.run_chain)
+    daemon.on_skipped = counted.observe
     app = FastAPI(
         title="Poller",
         version=__version__,

@@ -76,6 +76,8 @@ class Metrics:
 
     def observe(self, result: RunResult) -> None:
         self.runs.labels(result.job_id, result.trigger, result.status).inc()
+        if result.status == "skipped":  # it never started: no duration, no lateness
+            return
         if result.duration_ms is not None:
             self.duration.observe(result.duration_ms / 1000)
         attempts = sum(step.attempts for step in result.steps)
