@@ -447,7 +447,7 @@ def test_a_dry_run_sends_nothing(
 
     assert result["status"] == "success"
     assert platform.requests == []
-    assert result["output"]["dry_run"] is True
+    assert result["output"]["dry_run"] is True and result["dry_run"] is True
     assert result["output"]["input"] == {"n": 1}  # dry-run calls pass their input on
     messages = [r.getMessage() for r in caplog.records]
     assert any(
@@ -641,7 +641,9 @@ def test_results_round_trip_and_carry_the_run(
         "reason",
         "steps",
         "output",
+        "dry_run",
     ]
+    assert result["dry_run"] is False
     at = datetime(2024, 5, 1, 8, tzinfo=UTC)
     skipped = skipped_result("job-1", "already running", trigger="schedule", at=at).to_dict()
     assert skipped["status"] == "skipped" and skipped["started_at"] == "2024-05-01T08:00:00+00:00"

@@ -106,7 +106,8 @@ class Daemon:
         for job in self.config.jobs[:STARTUP_LOG_JOBS]:
             fire_job = self.scheduler.by_id.get(job.id)
             when = text(fire_job.next_run) if fire_job else "never (disabled)"
-            log.info("job %s (%s): next fire %s", job.id, job.label, when)
+            dry = " (dry run: its calls are logged, not sent)" if job.dry_run else ""
+            log.info("job %s (%s): next fire %s%s", job.id, job.label, when, dry)
         if len(self.config.jobs) > STARTUP_LOG_JOBS:
             log.info(
                 "... and %d more job(s); `app.py check` lists them all",

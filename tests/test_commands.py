@@ -599,3 +599,29 @@ def test_help_speaks_to_users(tmp_path: Path, command: list[str]) -> None:
     assert result.returncode == 0
     assert "SPEC" not in result.stdout and "§" not in result.stdout
     assert "--config" in result.stdout
+
+
+# --- dry runs (issue 15) --------------------------------------------------------------
+
+
+def test_a_dry_run_is_marked_as_one_everywhere(
+    folder: Path, daemons: list[DaemonProcess]
+) -> None:
+    config = {
+        "environments": {"live": {"base_url": "http://127.0.0.1:9", "auth": {"type": "none"}}},
+        "jobs": [{"id": "rehearse", "time": "00:00", "dry_run": True, "integrationIDs": [["a1"]]}],
+    }
+    write(folder, config)
+    run = app("run", "rehearse", cwd=folder)
+    assert run.returncode == 0, run.stderr
+    record = json.loads(run.stdout)
+    assert record["status"] == "success" and record["dry_run"] is True
+    assert "run finished: success (dry run: nothing was sent)" in run.stderr
+    history = app("history", cwd=folder).stdout
+    assert "success (dry run)" in history
+    full = app("history", "--run", record["run_id"], cwd=folder).stdout
+    assert "status     success (dry run: nothing was sent)" in full
+    assert "[enabled, dry run: calls are logged, not sent]" in app("check", cwd=folder).stdout
+    daemon = launch(daemons, folder, config)
+    daemon.wait_log("job rehearse (rehearse): next fire")
+    assert "(dry run: its calls are logged, not sent)" in daemon.log()

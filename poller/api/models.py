@@ -87,6 +87,7 @@ class RunOut(BaseModel):
     duration_ms: int | None = None
     steps: list[StepOut] = Field(default_factory=list)
     output: dict[str, Any] | None = None
+    dry_run: bool = Field(False, description="Nothing was sent: calls were only logged.")
 
 
 class RunBrief(BaseModel):
@@ -95,6 +96,7 @@ class RunBrief(BaseModel):
     trigger: str | None = None
     started_at: Instant | None = None
     duration_ms: int | None = None
+    dry_run: bool = False
 
 
 class LastExecution(BaseModel):

@@ -186,6 +186,7 @@ def run_briefs(records: list[dict[str, Any]]) -> list[RunBrief]:
                 "trigger": record.get("trigger"),
                 "started_at": parse_or_none(record.get("started_at")),
                 "duration_ms": record.get("duration_ms"),
+                "dry_run": bool(record.get("dry_run")),
             }
             for record in records
         ]

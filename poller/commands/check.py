@@ -100,6 +100,8 @@ def cmd_check(source: ConfigSource, args: argparse.Namespace) -> int:
 
 def job_lines(item: JobForecast) -> list[str]:
     state = "paused: enabled is false" if item.paused else "enabled"
+    if item.job.dry_run:
+        state += ", dry run: calls are logged, not sent"
     lines = [
         f"{item.job.id}  ({item.job.label})  [{state}]",
         f"  schedule: {item.schedule}  [{item.timezone}]",

@@ -32,6 +32,7 @@ from poller.redaction import Redactor
 from poller.store import Store, StoreError
 
 WRAP = 88
+DRY_NOTE = " (dry run: nothing was sent)"
 OUTPUT_LINES = 40
 """`--run` shows this many lines of a run's output (as indented JSON); --json shows all."""
 
@@ -98,7 +99,7 @@ def show_runs(
             when(run.get("started_at")),
             str(run.get("job_id") or ""),
             str(run.get("trigger") or ""),
-            str(run.get("status") or ""),
+            str(run.get("status") or "") + (" (dry run)" if run.get("dry_run") else ""),
             duration(run.get("started_at"), run.get("finished_at")),
             str(run.get("run_id") or ""),
             shorten(str(run.get("reason") or "")),
@@ -152,7 +153,7 @@ def run_lines(record: dict[str, Any]) -> list[str]:
         ("run", record.get("run_id")),
         ("job", record.get("job_id")),
         ("trigger", record.get("trigger")),
-        ("status", record.get("status")),
+        ("status", f"{record.get('status')}{DRY_NOTE if record.get('dry_run') else ''}"),
         ("reason", record.get("reason")),
         ("scheduled", when(record.get("scheduled_for")) or "no (not a scheduled fire)"),
         ("started", when(record.get("started_at"))),

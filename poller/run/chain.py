@@ -143,11 +143,13 @@ def _run_job(
             reason=None if reason is None else scrub.text(reason),
             steps=tuple(redact_step(step, scrub) for step in steps),
             output=None if output is None else scrub.value(output),
+            dry_run=is_dry_run,
         )
         # One INFO line per run (its start is at DEBUG): a busy daemon's log stays readable.
         log.info(
-            "run finished: %s in %d ms (trigger %s%s)%s",
+            "run finished: %s%s in %d ms (trigger %s%s)%s",
             status,
+            " (dry run: nothing was sent)" if is_dry_run else "",
             result.duration_ms,
             trigger,
             f", scheduled for {utc_text(scheduled_for)}" if scheduled_for else "",

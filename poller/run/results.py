@@ -70,6 +70,8 @@ class RunResult:
     reason: str | None = None
     steps: tuple[StepResult, ...] = ()
     output: dict[str, Any] | None = field(default=None)
+    dry_run: bool = False
+    """Nothing was sent: calls were only logged (the job's or the run's `dry_run`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", cap_output(self.output))
@@ -93,6 +95,7 @@ class RunResult:
             "reason": self.reason,
             "steps": [step.to_dict() for step in self.steps],
             "output": self.output,
+            "dry_run": self.dry_run,
         }
 
 

@@ -138,7 +138,8 @@ class Store(Protocol):
         ...
 
     def briefs(self, job_ids: list[str], per_job: int) -> dict[str, list[dict[str, Any]]]:
-        """Each job's newest runs in brief: run_id, status, trigger, started_at, duration_ms."""
+        """Each job's newest runs in brief: run_id, status, trigger, started_at,
+        duration_ms, dry_run (False for a record from before dry_run was kept)."""
         ...
 
     def totals(self) -> dict[str, int]:

@@ -272,7 +272,8 @@ class SqliteStore:
             "AND json_valid(run.record) THEN run.status ELSE 'unreadable' END, "
             "run.trigger, run.started_at, CASE WHEN json_valid(run.record) THEN MAX(0, CAST(ROUND("
             "(julianday(json_extract(run.record, '$.finished_at')) - julianday(run.started_at)) "
-            "* 86400000) AS INTEGER)) END "
+            "* 86400000) AS INTEGER)) END, "
+            "CASE WHEN json_valid(run.record) THEN json_extract(run.record, '$.dry_run') END "
             "FROM json_each(?1) AS job JOIN runs AS run ON run.rowid IN "
             "(SELECT rowid FROM runs WHERE job_id = job.value "
             "ORDER BY started_at DESC, rowid DESC LIMIT ?3) "
@@ -280,7 +281,7 @@ class SqliteStore:
             (json.dumps(job_ids), migrate.RECORD_VERSION, per_job),
         )
         found: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
-        for job_id, run_id, status, trigger, started_at, duration_ms in rows:
+        for job_id, run_id, status, trigger, started_at, duration_ms, dry_run in rows:
             found[job_id].append(
                 {
                     "run_id": run_id,
@@ -288,6 +289,7 @@ class SqliteStore:
                     "trigger": trigger,
                     "started_at": started_at,
                     "duration_ms": duration_ms,
+                    "dry_run": bool(dry_run),
                 }
             )
         return found

@@ -209,10 +209,19 @@ def test_briefs_are_each_jobs_newest_runs(store: Store) -> None:
         for job_id in ("j", "k"):
             at = T0 + timedelta(minutes=i)
             finished = (at + timedelta(seconds=2)).isoformat()
+            fields = {"dry_run": True} if job_id == "k" and i == 4 else {}
             store.save(
-                record(f"{job_id}{i}", at, job_id=job_id, status="success", finished_at=finished)
+                record(
+                    f"{job_id}{i}",
+                    at,
+                    job_id=job_id,
+                    status="success",
+                    finished_at=finished,
+                    **fields,
+                )
             )
     briefs = store.briefs(["j", "k", "none"], 2)
+    assert [b["dry_run"] for b in briefs["k"]] == [True, False]  # j's have no such key
     assert [b["run_id"] for b in briefs["j"]] == ["j4", "j3"]
     assert briefs["j"][0]["duration_ms"] == 2000
     assert briefs["k"][0]["status"] == "success" and briefs["k"][0]["trigger"] == "manual"
