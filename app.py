@@ -172,13 +172,13 @@ def apply_reload(daemon: Daemon, reloaded: Config | ConfigError, config_path: Pa
     """Apply a parsed save, or say why it is invalid; the last good config runs on."""
     if isinstance(reloaded, ConfigError):
         log.error("reload of %s failed; keeping the last good config. %s", config_path, reloaded)
-        daemon.count_reload(applied=False)
+        daemon.count_reload(applied=False, problems=[p.render() for p in reloaded.problems])
         return
     try:
         summary = daemon.apply(reloaded)
-    except Exception:  # the reload boundary: a reload never ends the daemon
+    except Exception as err:  # the reload boundary: a reload never ends the daemon
         log.exception("reload of %s failed; keeping the last good config", config_path)
-        daemon.count_reload(applied=False)
+        daemon.count_reload(applied=False, problems=[f"it could not be applied: {err}"])
         return
     daemon.count_reload(applied=True)
     tuning.freeze_long_lived()

@@ -13,7 +13,7 @@ on the loop thread.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from poller.clock import Clock
@@ -83,6 +83,9 @@ class Daemon:
         self._reported_at: datetime | None = None
         self.is_stopping = False
         self.reloads = {"applied": 0, "failed": 0}
+        self.config_invalid: tuple[datetime, tuple[str, ...]] | None = None
+        """Since when the config file on disk is invalid, and its problems (the last good
+        config runs on meanwhile); None while the file is the running config."""
         self.on_skipped: Callable[[RunResult], None] = lambda record: None
         """Told of every fire the loop decides not to run (misfire, already running):
         those records never pass through run_chain (poller.api.metrics counts them)."""
@@ -344,6 +347,12 @@ class Daemon:
             return "unhealthy", f"the state database: {failing}"
         return "healthy", None
 
-    def count_reload(self, applied: bool) -> None:
-        """Note a reload's outcome, for /status and /metrics."""
+    def count_reload(self, applied: bool, problems: Sequence[str] = ()) -> None:
+        """Note a reload's outcome, for /status, /health and /metrics: a refused one keeps
+        the file's problems (and since when it has been invalid) until a save applies."""
         self.reloads["applied" if applied else "failed"] += 1
+        if applied:
+            self.config_invalid = None
+        else:
+            since = self.config_invalid[0] if self.config_invalid else self.clock.now()
+            self.config_invalid = (since, tuple(problems))

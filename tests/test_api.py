@@ -376,6 +376,39 @@ def test_metrics_count_the_fires_the_loop_skips(tmp_path: Path) -> None:
         assert running.daemon.stop() == 0
 
 
+def test_an_invalid_config_on_disk_shows_in_status_and_health(tmp_path: Path) -> None:
+    tick = {"id": "tick", "every": "1h", "integrationIDs": [[{"function": "steps:tick"}]]}
+    good = {"settings": {"api": api_settings()}, "jobs": [tick]}
+    running = start_api_daemon(tmp_path, good)
+    try:
+        assert running.json("/status")["config_file"]["valid"] is True
+        assert running.get("/health").json()["warning"] is None
+        bad = {**good, "jobs": [{**tick, "every": "soon"}, {"id": "x"}]}
+        running.daemon.write_config(bad)
+        shown = wait_until(
+            lambda: (f := running.json("/status")["config_file"]) and not f["valid"] and f,
+            10,
+            what="/status saying the file is invalid",
+        )
+        assert shown["path"].endswith("config.json") and shown["invalid_since"]
+        assert shown["problem_count"] == len(shown["problems"]) >= 3
+        assert any("jobs[0].every" in problem for problem in shown["problems"])
+        health = running.get("/health")
+        assert health.status_code == 200 and health.json()["status"] == "healthy"
+        assert "on disk is invalid since" in health.json()["warning"]
+        assert "the last good config is running" in health.json()["warning"]
+        assert running.json("/jobs/tick")["id"] == "tick"  # the last good config runs on
+        running.daemon.write_config(good)
+        wait_until(
+            lambda: running.json("/status")["config_file"]["valid"],
+            10,
+            what="/status saying the file is valid again",
+        )
+        assert running.get("/health").json()["warning"] is None
+    finally:
+        assert running.daemon.stop() == 0
+
+
 # --- security ---------------------------------------------------------------------------
 
 PROTECTED = [
@@ -459,6 +492,58 @@ def test_the_key_is_also_taken_as_a_bearer_token(api: ApiDaemon) -> None:
     headers = {"Authorization": f"Bearer {API_KEY}"}
     response = requests.get(api.url + "/metrics", headers=headers, timeout=10)
     assert response.status_code == 200 and "poller_jobs" in response.text
+
+
+# --- methods and the OpenAPI document ---------------------------------------------------
+
+ALLOWED = [
+    ("/jobs", "GET, OPTIONS, POST"),
+    ("/jobs/tick", "DELETE, GET, OPTIONS, PUT"),
+    ("/jobs/tick/trigger", "OPTIONS, POST"),
+    ("/health", "GET, OPTIONS"),
+    ("/", "GET, OPTIONS"),
+]
+
+
+@pytest.mark.parametrize(("path", "allow"), ALLOWED, ids=[path for path, _ in ALLOWED])
+def test_options_and_405_name_every_method_of_the_path(
+    api: ApiDaemon, path: str, allow: str
+) -> None:
+    options = api.request("OPTIONS", path)
+    assert options.status_code == 204, options.text
+    assert options.headers["allow"] == allow and options.content == b""
+    refused = api.request("PATCH", path, json={})
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == allow
+    assert refused.json() == {"detail": "Method Not Allowed", "problems": []}
+
+
+def test_options_grants_a_cross_site_preflight_nothing(api: ApiDaemon) -> None:
+    preflight = {
+        "Origin": "https://evil.com",
+        "Access-Control-Request-Method": "DELETE",
+        "Access-Control-Request-Headers": "x-api-key",
+    }
+    answer = requests.options(api.url + "/jobs/tick", headers=preflight, timeout=10)
+    assert answer.status_code == 204  # no key needed: /openapi.json says as much
+    assert not [name for name in answer.headers if name.lower().startswith("access-control-")]
+    assert requests.options(api.url + "/nope", timeout=10).status_code == 404
+
+
+def test_every_operation_says_what_it_does(api: ApiDaemon) -> None:
+    document = api.json("/openapi.json")
+    summaries = {
+        (method.upper(), path): operation.get("summary", "")
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert summaries[("GET", "/health")] == "Is the daemon healthy? (no key needed)"
+    for (method, path), summary in summaries.items():
+        words = document["paths"][path][method.lower()]["operationId"].split("_")
+        defaults = {" ".join(words[:n]).title() for n in range(1, len(words) + 1)}
+        assert summary and summary not in defaults, (method, path, summary)
+    listed = {(e["method"], e["path"]): e["summary"] for e in api.json("/")["endpoints"]}
+    assert listed == summaries
 
 
 def refused_start(folder: Path, api: dict[str, Any]) -> subprocess.CompletedProcess[str]:

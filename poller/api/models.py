@@ -52,6 +52,21 @@ class HealthOut(BaseModel):
     timestamp: Instant
     last_tick_at: Instant
     reason: str | None = None
+    warning: str | None = Field(
+        None,
+        description="What is wrong but keeps the daemon healthy: the config file on disk is "
+        "invalid and the last good config runs.",
+    )
+
+
+class ConfigFileOut(BaseModel):
+    """The config file on disk, beside the config that runs."""
+
+    path: str
+    valid: bool = Field(description="False: the file on disk was refused; the last good runs.")
+    invalid_since: Instant | None = Field(description="When the refused save was first seen.")
+    problem_count: int
+    problems: list[str] = Field(description="The first problems, as `app.py check` says them.")
 
 
 class StepCounts(BaseModel):
@@ -130,6 +145,7 @@ class StatusOut(BaseModel):
     last_execution: LastExecution | None
     reloads: int
     reload_errors: int
+    config_file: ConfigFileOut
 
 
 class LogsOut(BaseModel):

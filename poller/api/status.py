@@ -33,6 +33,7 @@ def get_health(ctx: Context) -> JSONResponse:
         timestamp=now,
         last_tick_at=daemon.last_tick,
         reason=reason,
+        warning=views.config_warning(daemon, ctx.config_path),
     )
     return JSONResponse(body.model_dump(mode="json"), 200 if state == "healthy" else 503)
 
@@ -60,7 +61,8 @@ def get_root(request: Request, ctx: Context) -> ServiceOut:
 def get_status(ctx: Context) -> Response:
     """Scheduler state, next run, job counts, history totals, last execution."""
     return ctx.read_shared(
-        ("status",), lambda: json_response(views.status(ctx.daemon, ctx.reader, ctx.totals()))
+        ("status",),
+        lambda: json_response(views.status(ctx.daemon, ctx.reader, ctx.totals(), ctx.config_path)),
     )
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter
 
 from poller.api.models import (
+    ConfigFileOut,
     FireOut,
     JobDetailOut,
     JobOut,
@@ -30,7 +31,7 @@ from poller.api.models import (
 from poller.config.models import Config, Job
 from poller.redaction import Redactor
 from poller.store import StoreError
-from poller.timeformat import ms_between, parse_or_none
+from poller.timeformat import ms_between, parse_or_none, text
 from poller.timing import NeverFiresError, blackout_reason, describe, zone_of
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 RECENT_RUNS = 12
 """Runs per job in /jobs (the page's bar of recent runs and the job's success rate)."""
 NEXT_FIRES = 3
+CONFIG_PROBLEMS_SHOWN = 5
+"""/status lists this many of an invalid config file's problems (and counts them all)."""
 TOTALS_TTL_SECONDS = 2.0
 
 
@@ -87,7 +90,7 @@ class TotalsCache:
         return totals
 
 
-def status(daemon: Daemon, reader: Store, totals: dict[str, int]) -> StatusOut:
+def status(daemon: Daemon, reader: Store, totals: dict[str, int], config_path: Path) -> StatusOut:
     now = daemon.clock.now()
     config = daemon.config
     scheduled = dict(daemon.scheduler.by_id)
@@ -110,6 +113,36 @@ def status(daemon: Daemon, reader: Store, totals: dict[str, int]) -> StatusOut:
         last_execution=_last_execution(latest[0]) if latest else None,
         reloads=daemon.reloads["applied"],
         reload_errors=daemon.reloads["failed"],
+        config_file=config_file(daemon, config_path),
+    )
+
+
+def config_file(daemon: Daemon, path: Path) -> ConfigFileOut:
+    """Whether the file on disk is the config that runs, and if not, why."""
+    if daemon.config_invalid is None:
+        return ConfigFileOut(
+            path=str(path), valid=True, invalid_since=None, problem_count=0, problems=[]
+        )
+    since, problems = daemon.config_invalid
+    shown = [daemon.redactor.text(problem) for problem in problems[:CONFIG_PROBLEMS_SHOWN]]
+    return ConfigFileOut(
+        path=str(path),
+        valid=False,
+        invalid_since=since,
+        problem_count=len(problems),
+        problems=shown,
+    )
+
+
+def config_warning(daemon: Daemon, path: Path) -> str | None:
+    """/health's one line for an invalid file on disk (the daemon stays healthy)."""
+    if daemon.config_invalid is None:
+        return None
+    since, problems = daemon.config_invalid
+    count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+    return (
+        f"{path} on disk is invalid since {text(since)} ({count}; `app.py check` lists "
+        "them); the last good config is running"
     )
 
 
