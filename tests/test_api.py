@@ -252,6 +252,7 @@ def test_create_edit_pause_delete_round_trip(api: ApiDaemon) -> None:
     assert config_file(api)["jobs"][-1]["every"] == "2h"
     assert api.json("/jobs/made")["schedule"] == "every 2h"
 
+    before_pause = api.daemon.config_path.read_bytes()
     paused = api.post("/jobs/made/pause")
     assert paused.json() == {**paused.json(), "action": "paused", "changed": True}
     assert config_file(api)["jobs"][-1]["enabled"] is False
@@ -259,6 +260,10 @@ def test_create_edit_pause_delete_round_trip(api: ApiDaemon) -> None:
     assert api.post("/jobs/made/pause").json()["changed"] is False
     api.post("/jobs/made/resume")
     assert api.json("/jobs/made")["next_fire_at"] is not None
+    assert api.daemon.config_path.read_bytes() == before_pause
+    log = api.daemon.log()
+    for action in ("created", "updated", "paused", "resumed"):
+        assert f"the API {action} job made in {api.daemon.config_path}" in log, action
 
     deleted = api.request("DELETE", "/jobs/made")
     assert deleted.status_code == 200 and deleted.json()["applied"] is True

@@ -78,7 +78,31 @@ def test_pause_and_resume_rewrite_only_that_job(tmp_path: Path) -> None:
     assert '{"id": "a", "every": "1h", "integrationIDs": [["x"]]},' in text
     assert json.loads(text)["jobs"][1]["enabled"] is False
     editor.set_enabled("b", True)
-    assert json.loads(editor.path.read_text())["jobs"][1]["enabled"] is True
+    assert editor.path.read_text() == HAND_WRITTEN  # the pair leaves no trace
+
+
+@pytest.mark.parametrize(
+    "job_text",
+    [
+        '{"id": "b", "every": "1h", "integrationIDs": [["x"]]}',
+        '{\n      "id": "b",\n      "every": "1h",\n      "integrationIDs": [["x"]]\n    }',
+        '{"id":"b","every":"1h","integrationIDs":[["x"]]}',
+        '{"enabled": false, "id": "b", "every": "1h", "integrationIDs": [["x"]]}',
+    ],
+)
+def test_pause_then_resume_gives_back_the_bytes(tmp_path: Path, job_text: str) -> None:
+    text = '{"jobs": [\n    ' + job_text + "\n  ]\n}\n"
+    editor = editor_on(tmp_path, text)
+    paused = job_text.startswith('{"enabled"')
+    if not paused:
+        editor.set_enabled("b", False)
+        assert json.loads(editor.path.read_text())["jobs"][0]["enabled"] is False
+        assert editor.path.read_text().count("\n") == text.count("\n") + ("\n" in job_text)
+    editor.set_enabled("b", True)
+    resumed = editor.path.read_text()
+    assert "enabled" not in resumed
+    if not paused:
+        assert resumed == text
 
 
 def test_update_keeps_the_id_and_refuses_a_rename(tmp_path: Path) -> None:

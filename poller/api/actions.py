@@ -5,6 +5,7 @@ Errors become the HTTP answers the routes document.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,8 @@ from poller.config.models import Job
 from poller.daemon import Daemon
 from poller.errors import ConfigError
 from poller.store import Store, StoreError
+
+log = logging.getLogger(__name__)
 
 APPLY_WAIT_SECONDS = 5.0
 """How long an edit waits for the daemon to reload it before answering `applied: false`."""
@@ -191,6 +194,8 @@ def resume_job(ctx: Context, job_id: str) -> EditOut:
 
 def _edited(ctx: ApiContext, result: EditResult) -> EditOut:
     ctx.changed()
+    if result.changed:  # the reload's own line follows; this one says where it came from
+        log.info("the API %s job %s in %s", result.action, result.job_id, ctx.config_path)
     return EditOut(
         job_id=result.job_id,
         action=result.action,

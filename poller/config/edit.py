@@ -75,7 +75,9 @@ class Snapshot:
 class Change:
     """One change to the jobs list: insert at, replace at, or delete at `index`."""
 
-    kind: Literal["insert", "replace", "delete"]
+    kind: Literal["insert", "replace", "delete", "enabled"]
+    """"enabled": only the job's "enabled" member is written (or removed, to resume), so a
+    pause and a resume give back the file's bytes."""
     index: int
     job: dict[str, Any] | None = None
 
@@ -147,8 +149,11 @@ class ConfigEditor:
             job = dict(jobs[index])
             if job.get("enabled", True) == enabled:
                 return job_id, None
-            job["enabled"] = enabled
-            return job_id, Change("replace", index, job)
+            if enabled:
+                del job["enabled"]  # true is the default: resuming leaves no trace
+            else:
+                job["enabled"] = False
+            return job_id, Change("enabled", index, job)
 
         return self.edit("resumed" if enabled else "paused", change)
 
@@ -256,7 +261,7 @@ def apply_change(raw: Any, change: Change) -> Any:
     jobs = doc if isinstance(doc, list) else doc.setdefault("jobs", [])
     if change.kind == "insert":
         jobs.insert(change.index, change.job)
-    elif change.kind == "replace":
+    elif change.kind in ("replace", "enabled"):
         jobs[change.index] = change.job
     else:
         del jobs[change.index]
@@ -277,6 +282,8 @@ def splice(text: str, change: Change, unit: str) -> str | None:
             return text[:begin] + text[spans[change.index + 1][0] :]
         return text[: spans[change.index - 1][1]] + text[end:]
     assert change.job is not None
+    if change.kind == "enabled":
+        return _set_enabled(text, spans[change.index][0], change.job.get("enabled", True))
     if change.kind == "replace":
         begin, end = spans[change.index]
         return text[:begin] + _dump(change.job, _indent_at(text, begin, unit), unit) + text[end:]
@@ -288,6 +295,50 @@ def splice(text: str, change: Change, unit: str) -> str | None:
     outer = _line_indent(text, start)
     job_text = _dump(change.job, outer + unit, unit)
     return text[: start + 1] + "\n" + outer + unit + job_text + "\n" + outer + text[close:]
+
+
+def _set_enabled(text: str, start: int, enabled: bool) -> str:
+    """The job object at `start` with `"enabled": false` written, or the member removed.
+
+    A pause replaces an existing value in place, or adds the member after the last one,
+    spaced as the last one is; a resume removes exactly that text again.
+    """
+    members = _member_spans(text, start)
+    found = [i for i, member in enumerate(members) if member[0] == "enabled"]
+    if not enabled:
+        if found:
+            _, _, value_start, value_end = members[found[0]]
+            return text[:value_start] + "false" + text[value_end:]
+        if not members:
+            return text[: start + 1] + '"enabled": false' + text[start + 1 :]
+        _, key_start, _, _ = members[-1]
+        before = members[-2][3] if len(members) > 1 else start + 1
+        gap = text[before:key_start].lstrip(",")
+        end = members[-1][3]
+        return text[:end] + "," + gap + '"enabled": false' + text[end:]
+    index = found[0]
+    _, key_start, _, value_end = members[index]
+    if index > 0:  # from the end of the member before: its comma, the gap, this member
+        return text[: members[index - 1][3]] + text[value_end:]
+    if len(members) > 1:
+        return text[:key_start] + text[members[1][1] :]
+    return text[: start + 1] + text[_skip(text, value_end) :]
+
+
+def _member_spans(text: str, start: int) -> list[tuple[str, int, int, int]]:
+    """(key, key start, value start, value end) of each member of the object at `start`."""
+    decoder = json.JSONDecoder()
+    members = []
+    pos = _skip(text, start + 1)
+    while text[pos] != "}":
+        key, after_key = decoder.raw_decode(text, pos)
+        value_start = _skip(text, _skip(text, after_key) + 1)  # past the ':'
+        _, value_end = decoder.raw_decode(text, value_start)
+        members.append((key, pos, value_start, value_end))
+        pos = _skip(text, value_end)
+        if text[pos] == ",":
+            pos = _skip(text, pos + 1)
+    return members
 
 
 def indent_unit(text: str) -> str:
