@@ -288,3 +288,22 @@ def test_a_second_sigint_exits_at_once(folder: Path, daemons: list[DaemonProcess
     daemon.start()  # the next start marks the abandoned run interrupted
     (run,) = daemon.runs("long")
     assert run["status"] == "interrupted"
+
+
+def test_jobs_sharing_a_slow_module_all_succeed_on_their_first_fire(
+    folder: Path, daemons: list[DaemonProcess]
+) -> None:
+    """Five workers import one module at once: none may see it half imported (issue 15)."""
+    (folder / "extfuncs.py").write_text(
+        "import time\ntime.sleep(0.3)\n\ndef ok(data, context):\n    return {'ok': True}\n"
+    )
+    jobs = [
+        {"id": f"share-{i}", "every": "1s", "integrationIDs": [[{"function": "extfuncs:ok"}]]}
+        for i in range(5)
+    ]
+    daemon = launch(daemons, folder, config_with(*jobs))
+    for job in jobs:
+        daemon.wait_runs(job["id"], 1, status="success", timeout=15)
+    firsts = [min(daemon.runs(job["id"]), key=lambda r: r["started_at"]) for job in jobs]
+    assert [run["status"] for run in firsts] == ["success"] * 5, [r["reason"] for r in firsts]
+    assert "has no callable" not in daemon.log()
