@@ -410,6 +410,7 @@ def test_an_invalid_config_on_disk_shows_in_status_and_health(tmp_path: Path) ->
             what="/status saying the file is valid again",
         )
         assert running.get("/health").json()["warning"] is None
+        assert "uvicorn.error" not in running.daemon.log()  # its start says nothing ours does not
     finally:
         assert running.daemon.stop() == 0
 

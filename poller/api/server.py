@@ -165,6 +165,9 @@ def start_api(daemon: Daemon, config_path: Path) -> ApiServer | None:
 
 def serve(app: FastAPI, sock: socket.socket) -> ApiServer:
     """Serve an app from `build_app` on a bound socket; returns once it accepts requests."""
+    # uvicorn logs everything of its server, its start included, as "uvicorn.error". Its
+    # INFO lines only repeat "API listening on" above; what it warns of keeps its name.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     config = uvicorn.Config(
         app,
         log_config=None,
