@@ -90,22 +90,33 @@ def wait_applied(daemon: Daemon, result: EditResult) -> bool:
 router = APIRouter()
 A_JOB = Depends(job_body)
 EXAMPLE_JOB = {"id": "ping", "every": "10m", "integrationIDs": [["66c6eb17b4d36"]]}
-JOB_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "description": "A job as in config.json's jobs list.",
-        "content": {
-            "application/json": {
-                "schema": {"$ref": "#/components/schemas/Job"},
-                "example": EXAMPLE_JOB,
-            }
-        },
+
+
+def _documented_body(component: str, description: str) -> dict[str, Any]:
+    """`openapi_extra` for a route whose body is a job (the schema plumbing adds)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{component}"},
+                    "example": EXAMPLE_JOB,
+                }
+            },
+        }
     }
-}
+
+
+JOB_BODY = _documented_body("Job", "A job as in config.json's jobs list.")
+REPLACEMENT_BODY = _documented_body(
+    "JobReplacement", "A job as in config.json's jobs list; its id may be left to the URL."
+)
 
 
 @router.post(
     "/jobs/{job_id}/trigger",
+    summary="Run a job now",
     response_model=TriggerOut,
     status_code=202,
     responses={
@@ -135,7 +146,13 @@ def trigger_job(
     return JSONResponse(out.model_dump(mode="json"), 202)
 
 
-@router.post("/trigger", response_model=TriggerAllOut, status_code=202, responses=errors(503))
+@router.post(
+    "/trigger",
+    summary="Run every enabled job now",
+    response_model=TriggerAllOut,
+    status_code=202,
+    responses=errors(503),
+)
 def trigger_all(ctx: Context) -> TriggerAllOut:
     """Run every enabled job now."""
     started, refused = [], []
@@ -153,6 +170,7 @@ def trigger_all(ctx: Context) -> TriggerAllOut:
 
 @router.post(
     "/jobs",
+    summary="Add a job to config.json",
     response_model=EditOut,
     status_code=201,
     responses=errors(409, 413),
@@ -165,28 +183,44 @@ def create_job(ctx: Context, body: dict[str, Any] = A_JOB) -> EditOut:
 
 @router.put(
     "/jobs/{job_id}",
+    summary="Replace a job in config.json",
     response_model=EditOut,
     responses=errors(404, 409, 413),
-    openapi_extra=JOB_BODY,
+    openapi_extra=REPLACEMENT_BODY,
 )
 def update_job(ctx: Context, job_id: str, body: dict[str, Any] = A_JOB) -> EditOut:
     """Replace a job's definition in config.json; its id stays."""
     return _edited(ctx, edit(ctx.editor.update_job, job_id, body))
 
 
-@router.delete("/jobs/{job_id}", response_model=EditOut, responses=errors(404, 409))
+@router.delete(
+    "/jobs/{job_id}",
+    summary="Remove a job from config.json",
+    response_model=EditOut,
+    responses=errors(404, 409),
+)
 def delete_job(ctx: Context, job_id: str) -> EditOut:
     """Remove a job from config.json (a run in progress finishes)."""
     return _edited(ctx, edit(ctx.editor.delete_job, job_id))
 
 
-@router.post("/jobs/{job_id}/pause", response_model=EditOut, responses=errors(404, 409))
+@router.post(
+    "/jobs/{job_id}/pause",
+    summary="Pause a job (enabled: false)",
+    response_model=EditOut,
+    responses=errors(404, 409),
+)
 def pause_job(ctx: Context, job_id: str) -> EditOut:
     """Set the job's "enabled" to false in config.json."""
     return _edited(ctx, edit(ctx.editor.set_enabled, job_id, False))
 
 
-@router.post("/jobs/{job_id}/resume", response_model=EditOut, responses=errors(404, 409))
+@router.post(
+    "/jobs/{job_id}/resume",
+    summary="Resume a paused job (enabled: true)",
+    response_model=EditOut,
+    responses=errors(404, 409),
+)
 def resume_job(ctx: Context, job_id: str) -> EditOut:
     """Set the job's "enabled" to true in config.json."""
     return _edited(ctx, edit(ctx.editor.set_enabled, job_id, True))

@@ -15,7 +15,9 @@ from poller.api.plumbing import errors, json_response
 router = APIRouter()
 
 
-@router.get("/jobs", response_model=JobsOut)
+@router.get(
+    "/jobs", summary="List the jobs, their next fires and recent runs", response_model=JobsOut
+)
 def get_jobs(
     ctx: Context, offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)
 ) -> Response:
@@ -23,7 +25,12 @@ def get_jobs(
     return ctx.read_shared(("jobs", offset, limit), lambda: _jobs_page(ctx, offset, limit))
 
 
-@router.get("/jobs/{job_id}", response_model=JobDetailOut, responses=errors(404))
+@router.get(
+    "/jobs/{job_id}",
+    summary="Show one job's definition and state",
+    response_model=JobDetailOut,
+    responses=errors(404),
+)
 def get_job(ctx: Context, job_id: str) -> Response:
     """One job: its definition (secrets redacted) and environment, and what GET /jobs shows."""
     config = ctx.daemon.config

@@ -156,6 +156,7 @@ router = APIRouter()
 
 @router.get(
     "/metrics",
+    summary="Scrape the Prometheus metrics",
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )

@@ -1,7 +1,7 @@
 """The API's HTTP plumbing: one error shape for every refusal (config-style problems) and
-the documented error answers, the request body as a JSON object, the body size limit, Job in
-the OpenAPI components, models answered as JSON once, and read responses shared by identical
-requests.
+the documented error answers, OPTIONS and 405 naming every method of a path, the request
+body as a JSON object, the body size limit, the job bodies' schemas in the OpenAPI
+components, models answered as JSON once, and read responses shared by identical requests.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from poller.api.models import ErrorOut, ProblemOut
+from poller.config.constraints import JOB_IDENTITY
 from poller.config.models import Job
 from poller.errors import Problem
 from poller.jsondepth import MAX_DEPTH, too_deep_at
@@ -37,6 +39,8 @@ ERROR_TEXTS = {
 }
 KEYED_ERRORS = (400, 401, 403, 415, 422)
 """What any route behind the key may answer."""
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+"""What a 405 or OPTIONS tries at a path to say which are allowed there."""
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -134,10 +138,48 @@ def error_response(status: int, detail: str, problems: list[ProblemOut]) -> JSON
     return JSONResponse(body.model_dump(mode="json"), status)
 
 
+def _allowed_methods(request: Request, refusal: HTTPException) -> list[str]:
+    """Every method answered at the path of a request refused with 405, and OPTIONS, sorted.
+
+    The router's 405 names only the methods of the first route it found at the path, so
+    each method is tried against every route; a mounted app (static files) names its own.
+    """
+    scope = request.scope
+    top = {**scope, "root_path": scope.get("app_root_path", scope.get("root_path", ""))}
+    routes = request.app.router.routes
+    if any(isinstance(route, Mount) and route.matches(top)[0] is Match.FULL for route in routes):
+        given = (refusal.headers or {}).get("Allow", "")
+        methods = {method.strip() for method in given.split(",") if method.strip()}
+    else:
+        methods = {
+            method
+            for method in HTTP_METHODS
+            if any(route.matches({**top, "method": method})[0] is Match.FULL for route in routes)
+        }
+    return sorted({*methods, "OPTIONS"})
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return _method_not_allowed(request, exc)
     response = error_response(exc.status_code, str(exc.detail), [])
     response.headers.update(exc.headers or {})
+    return response
+
+
+def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
+    """405 with `Allow` naming every method of the path (the router names only those of the
+    first route it found there); OPTIONS, which no route has, is answered here with 204.
+
+    OPTIONS needs no key: the methods are in the open /openapi.json. It adds no
+    Access-Control-* header, so a cross-site preflight is still refused by the browser.
+    """
+    allow = {"Allow": ", ".join(_allowed_methods(request, exc))}
+    if request.method == "OPTIONS":
+        return Response(status_code=204, headers=allow)
+    response = error_response(405, str(exc.detail), [])
+    response.headers.update(allow)
     return response
 
 
@@ -169,13 +211,18 @@ async def _problem_error(request: Request, exc: Exception) -> Response:
 
 
 def openapi_with_job_schema(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document with config.json's Job model under components, for the bodies."""
+    """The OpenAPI document with config.json's Job model under components, for the bodies:
+    Job for a new one, JobReplacement for PUT (which may leave the id to its URL)."""
     app.openapi_schema = None
     schema = app.openapi()
     job = Job.model_json_schema(ref_template="#/components/schemas/{model}")
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(job.pop("$defs", {}))
     components["Job"] = job
+    components["JobReplacement"] = {
+        **{key: value for key, value in job.items() if key not in JOB_IDENTITY},
+        "title": "JobReplacement",
+    }
     return schema
 
 

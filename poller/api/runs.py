@@ -17,7 +17,12 @@ router = APIRouter()
 _RUN_LIST = TypeAdapter(list[RunOut])
 
 
-@router.get("/jobs/{job_id}/runs", response_model=list[RunOut], responses=errors(404))
+@router.get(
+    "/jobs/{job_id}/runs",
+    summary="List a job's runs, newest first",
+    response_model=list[RunOut],
+    responses=errors(404),
+)
 def get_job_runs(
     ctx: Context,
     job_id: str,
@@ -37,7 +42,12 @@ def get_job_runs(
     return ctx.read(view)
 
 
-@router.get("/runs/{run_id}", response_model=RunOut, responses=errors(404))
+@router.get(
+    "/runs/{run_id}",
+    summary="Show one run with its steps",
+    response_model=RunOut,
+    responses=errors(404),
+)
 def get_run(ctx: Context, run_id: str) -> Response:
     """One run with its steps."""
 

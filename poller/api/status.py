@@ -20,7 +20,12 @@ health = APIRouter()
 router = APIRouter()
 
 
-@health.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
+@health.get(
+    "/health",
+    summary="Is the daemon healthy? (no key needed)",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut}},
+)
 def get_health(ctx: Context) -> JSONResponse:
     """healthy (200); unhealthy (503: the loop stalled, the store failing, the pool
     down) or stopping (503), with the reason."""
@@ -38,12 +43,14 @@ def get_health(ctx: Context) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), 200 if state == "healthy" else 503)
 
 
-@router.get("/", response_model=ServiceOut)
+@router.get(
+    "/", summary="List the endpoints, with the version and state", response_model=ServiceOut
+)
 def get_root(request: Request, ctx: Context) -> ServiceOut:
     """Service name, version, status and the list of endpoints."""
     state = ctx.daemon.health(ctx.daemon.clock.now())[0]
     endpoints = [
-        {"method": method.upper(), "path": path, "summary": _first_line(operation)}
+        {"method": method.upper(), "path": path, "summary": _summary(operation)}
         for path, operations in request.app.openapi()["paths"].items()
         for method, operation in operations.items()
     ]
@@ -57,7 +64,9 @@ def get_root(request: Request, ctx: Context) -> ServiceOut:
     )
 
 
-@router.get("/status", response_model=StatusOut)
+@router.get(
+    "/status", summary="Show the scheduler's state and the last run", response_model=StatusOut
+)
 def get_status(ctx: Context) -> Response:
     """Scheduler state, next run, job counts, history totals, last execution."""
     return ctx.read_shared(
@@ -66,7 +75,7 @@ def get_status(ctx: Context) -> Response:
     )
 
 
-@router.get("/logs", response_model=LogsOut)
+@router.get("/logs", summary="Show the last lines of the log", response_model=LogsOut)
 def get_logs(ctx: Context, lines: int = Query(100, ge=1, description="capped at 1000")) -> LogsOut:
     """The last lines of the current log file (secrets were already redacted)."""
     path = Path(ctx.daemon.config.settings.log_file)
@@ -75,5 +84,6 @@ def get_logs(ctx: Context, lines: int = Query(100, ge=1, description="capped at 
     return LogsOut(file=str(path), lines=tail)
 
 
-def _first_line(operation: dict[str, str]) -> str:
-    return (operation.get("description") or operation.get("summary", "")).split("\n")[0]
+def _summary(operation: dict[str, str]) -> str:
+    """The operation's summary, else the first line of its description."""
+    return operation.get("summary") or operation.get("description", "").split("\n")[0]

@@ -10,10 +10,11 @@ import re
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from typing_extensions import TypeAliasType
 
 from poller.config.base import Model
+from poller.config.constraints import HTTP_URL_PATTERN, text_matching
 from poller.redaction import is_secret_name, is_secret_parameter, mask_url
 
 MAX_RESPONSE_BYTES = 10 * 1024 * 1024
@@ -65,6 +66,8 @@ def operator_for(word: str) -> str | None:
 
 
 class Condition(Model):
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": [op]} for op in OPERATORS]})
+
     token: str = Field(description='Dotted path into the previous output, e.g. "data.count".')
     equals: Any = None
     not_equals: Any = None
@@ -147,7 +150,7 @@ class IntegrationEntry(Model):
 
 class HttpCall(Model):
     method: str = "GET"
-    url: str
+    url: str = Field(json_schema_extra=text_matching(HTTP_URL_PATTERN))
     headers: dict[str, str] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     json_: Any = Field(None, alias="json")
@@ -159,7 +162,7 @@ class HttpCall(Model):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://", value):
+        if not re.match(HTTP_URL_PATTERN, value):
             raise ValueError("expected an http:// or https:// URL")
         return value
 
@@ -182,7 +185,10 @@ class HttpEntry(Model):
 
 
 class FunctionEntry(Model):
-    function: str = Field(description='"module:callable", importable from the config folder.')
+    function: str = Field(
+        description='"module:callable", importable from the config folder.',
+        json_schema_extra=text_matching(FUNCTION_RE.pattern),
+    )
     when: Cond | None = None
     input: dict[str, Any] = Field(default_factory=dict)
     continue_on_error: bool = False

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 from pydantic import (
+    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -26,9 +27,18 @@ from pydantic import (
 
 from poller.config.base import Model
 from poller.config.chain import Entry, HttpEntry
+from poller.config.constraints import (
+    CRON_PATTERN,
+    DURATION_PATTERN,
+    INTERVAL_OBJECT,
+    JOB_IDENTITY,
+    JOB_SCHEDULE,
+    WEEKDAY_NUMBER,
+    text_matching,
+)
 from poller.config.environments import PUBLIC_HEADERS, BasicAuth, Environment, basic_credentials
 from poller.errors import Problem
-from poller.timeformat import parse_clock, parse_duration
+from poller.timeformat import CLOCK_RE, parse_clock, parse_duration
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HOST_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -143,6 +153,23 @@ def slugify(text: str) -> str:
 
 
 SCHEDULE_FIELDS = ("time", "every", "cron")
+WEEKDAY_PATTERN = r"^\s*(?:{})".format(
+    "|".join("".join(f"[{c}{c.upper()}]" for c in name) for name in WEEKDAY_NAMES)
+)
+"""What parse_weekday takes as text: a name's first three letters, in any case."""
+
+# The types of the fields, with what their validators accept said in JSON Schema.
+Clock = Annotated[str, Field(json_schema_extra=text_matching(CLOCK_RE.pattern))]
+Weekday = (
+    Annotated[int, Field(json_schema_extra=WEEKDAY_NUMBER)]
+    | Annotated[str, Field(json_schema_extra=text_matching(WEEKDAY_PATTERN))]
+)
+Interval = (
+    Annotated[str, Field(json_schema_extra=text_matching(DURATION_PATTERN))]
+    | Annotated[dict[str, float], Field(json_schema_extra=INTERVAL_OBJECT)]
+)
+Clocks = Annotated[list[Clock], Field(json_schema_extra={"minItems": 1})]
+CronText = Annotated[str, Field(json_schema_extra=text_matching(CRON_PATTERN))]
 
 
 def schedule_shape_error(job: Mapping[str, Any]) -> str | None:
@@ -169,22 +196,30 @@ class Schedule:
 
 
 class Job(Model):
-    id: str = Field("", description="Stable identity (default: slug of label); unique.")
+    model_config = ConfigDict(json_schema_extra={**JOB_SCHEDULE, **JOB_IDENTITY})
+
+    id: str = Field(
+        "",
+        description="Stable identity (default: slug of label); unique.",
+        json_schema_extra=text_matching(f"^$|{JOB_ID_RE.pattern}"),
+    )
     label: str = Field("", description="Human name.")
     description: str = Field("", description="Free text for people.")
     enabled: bool = True
-    time: str | list[str] | None = Field(
+    time: Clock | Clocks | None = Field(
         None, description='Daily at "HH:MM" or "HH:MM:SS" (or a list of them).'
     )
-    days: list[int | str] | None = Field(
+    days: list[Weekday] | None = Field(
         None, description='Only on these weekdays: 0=Monday … 6=Sunday, or "mon"…"sun".'
     )
-    every: str | dict[str, float] | None = Field(
+    every: Interval | None = Field(
         None, description='Interval: "30s", "10m", "2h", "1d" or {"hours": 2}.'
     )
-    cron: str | None = Field(None, description='5-field cron expression, e.g. "0 8-18 * * 1-5".')
+    cron: CronText | None = Field(
+        None, description='5-field cron expression, e.g. "0 8-18 * * 1-5".'
+    )
     timezone: str | None = Field(None, description="IANA zone; overrides settings.timezone.")
-    blackout_days: list[int | str] = Field(
+    blackout_days: list[Weekday] = Field(
         default_factory=list, description="Weekdays on which the job is skipped."
     )
     blackout_dates: list[date] = Field(
