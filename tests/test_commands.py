@@ -604,9 +604,7 @@ def test_help_speaks_to_users(tmp_path: Path, command: list[str]) -> None:
 # --- dry runs (issue 15) --------------------------------------------------------------
 
 
-def test_a_dry_run_is_marked_as_one_everywhere(
-    folder: Path, daemons: list[DaemonProcess]
-) -> None:
+def test_a_dry_run_is_marked_as_one_everywhere(folder: Path, daemons: list[DaemonProcess]) -> None:
     config = {
         "environments": {"live": {"base_url": "http://127.0.0.1:9", "auth": {"type": "none"}}},
         "jobs": [{"id": "rehearse", "time": "00:00", "dry_run": True, "integrationIDs": [["a1"]]}],
