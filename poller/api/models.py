@@ -174,10 +174,21 @@ class JobOut(BaseModel):
     success_rate: float | None = Field(description="Over `recent`, skipped runs left out.")
 
 
+class OutputOut(BaseModel):
+    """A run's output as JSON text, secrets redacted, cut when it is long."""
+
+    text: str = Field(description="Indented JSON; only its first 4096 characters when is_cut.")
+    is_cut: bool = Field(description="The JSON text is longer than 4096 characters.")
+    total_chars: int = Field(description="Characters of the whole JSON text.")
+
+
 class JobDetailOut(JobOut):
     definition: dict[str, Any] = Field(description="As loaded, secrets redacted.")
     environment_detail: dict[str, Any] | None = Field(
         description="The environment its integration steps use, credentials redacted."
+    )
+    last_output: OutputOut | None = Field(
+        None, description="The `output` of its newest run record; null when it has none."
     )
 
 

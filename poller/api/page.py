@@ -12,12 +12,12 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 FOLDER = Path(__file__).with_name("static")
-"""page.html, page.js and page.css, served at /ui and /ui/assets/."""
+"""page.html, page.js, page.css and favicon.svg, served at /ui, /ui/assets/ and /favicon.ico."""
 
 router = APIRouter(include_in_schema=False)
 
@@ -42,3 +42,13 @@ def get_docs() -> HTMLResponse:
 @router.get("/ui", response_class=HTMLResponse)
 def get_ui() -> HTMLResponse:
     return HTMLResponse((FOLDER / "page.html").read_text(encoding="utf-8"))
+
+
+@router.get("/favicon.ico")
+def get_favicon() -> Response:
+    """The page's icon, an SVG: at the path every browser asks for, with no key, as the page."""
+    return Response(
+        (FOLDER / "favicon.svg").read_bytes(),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "max-age=86400"},
+    )

@@ -176,7 +176,8 @@ def _has_body(headers: dict[str, bytes]) -> bool:
 def _secured(send: Send, scope: Scope) -> Send:
     """`send` adding the anti-framing headers, and the page's CSP, to the answer."""
     path = scope["path"]
-    policy = PAGE_CSP if path == "/ui" or path.startswith("/ui/") else None
+    # The icon is an SVG, which could carry script: it gets the page's policy too.
+    policy = PAGE_CSP if path in ("/ui", "/favicon.ico") or path.startswith("/ui/") else None
     if path == "/docs" or path.startswith("/docs/"):
         policy = DOCS_CSP
 

@@ -6,6 +6,7 @@ a slow query never holds the lock the scheduler loop writes through.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -23,6 +24,7 @@ from poller.api.models import (
     JobOut,
     LastExecution,
     NextRun,
+    OutputOut,
     RunBrief,
     RunOut,
     StatusOut,
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 RECENT_RUNS = 12
 """Runs per job in /jobs (the page's bar of recent runs and the job's success rate)."""
 NEXT_FIRES = 3
+OUTPUT_CHARS = 4096
+"""GET /jobs/{id} shows at most this many characters of the last run's output (as JSON)."""
 CONFIG_PROBLEMS_SHOWN = 5
 """/status lists this many of an invalid config file's problems (and counts them all)."""
 TOTALS_TTL_SECONDS = 2.0
@@ -187,6 +191,20 @@ def job_detail(
         **summary.model_dump(),
         definition=redactor.value(definition),
         environment_detail=detail,
+        last_output=last_output(reader, job.id, redactor),
+    )
+
+
+def last_output(reader: Store, job_id: str, redactor: Redactor) -> OutputOut | None:
+    """The newest run record's output as indented JSON text, redacted, cut at OUTPUT_CHARS."""
+    newest = reader.recent(job_id, 1)
+    output = newest[0].get("output") if newest else None
+    if output is None:
+        return None
+    # A cut text is no longer JSON, so the page shows text, never a parsed value.
+    whole = json.dumps(redactor.value(output), indent=2, ensure_ascii=False, default=str)
+    return OutputOut(
+        text=whole[:OUTPUT_CHARS], is_cut=len(whole) > OUTPUT_CHARS, total_chars=len(whole)
     )
 
 

@@ -44,19 +44,35 @@ function wall(iso) {  // the instant as the API gives it: in the job's own time 
 
 function relative(iso) {
   if (!iso) return "";
-  const seconds = Math.round((new Date(iso) - Date.now()) / 1000);
+  const ahead = new Date(iso) - Date.now();
+  const seconds = Math.round(ahead / 1000);
+  if (seconds === 0) return ahead > 0 ? "now" : "just now";  // never "in 0s" for the past
   const size = Math.abs(seconds);
   const text = size < 60 ? `${size}s` : size < 3600 ? `${Math.round(size / 60)}m`
     : size < 86400 ? `${Math.round(size / 3600)}h` : `${Math.round(size / 86400)}d`;
   return seconds >= 0 ? `in ${text}` : `${text} ago`;
 }
 
-function duration(ms) {
+function duration(ms) {  // whole milliseconds, as the API gives them
   if (ms === null || ms === undefined) return "";
-  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
+  if (ms < 1) return "< 1 ms";  // it took time, under half a millisecond
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+  const seconds = Math.round(ms / 1000);
+  return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
 }
 
 function badge(status) { return el("span", {class: `badge s-${status}`}, status); }
+
+function dryBadge(run) {  // runs recorded before dry_run was kept have no such key
+  return run && run.dry_run === true ? el("span", {class: "badge dry"}, "dry run") : null;
+}
+
+function lastRun(run) {  // "in 120 ms · 3s ago"; a run still going has no duration yet
+  const took = run.duration_ms === null || run.duration_ms === undefined
+    ? null : `in ${duration(run.duration_ms)}`;
+  return [took, relative(run.started_at)].filter(Boolean).join(" · ");
+}
 
 function toast(text, bad) {
   const box = document.getElementById("toast");
@@ -79,6 +95,22 @@ function renderStatus(status) {
     el("span", {}, "running now ", el("b", {}, status.inflight)),
     el("span", {}, "success ", el("b", {}, rate)),
   );
+  renderConfigFile(status.config_file);
+}
+
+// The file on disk was refused (the daemon runs on with the last good config): say so loudly.
+function renderConfigFile(file) {
+  const banner = document.getElementById("configfile");
+  banner.hidden = !file || file.valid !== false;
+  if (banner.hidden) return;
+  const count = file.problem_count;
+  const name = String(file.path || "").split(/[\\/]/).pop() || "config.json";
+  document.getElementById("configfile-text").textContent =
+    `${name} on disk is invalid since ${wall(file.invalid_since) || "a moment ago"} `
+    + `(${count} problem${count === 1 ? "" : "s"}); the last good config is running`;
+  const problems = (file.problems || []).map(problem => el("li", {}, problem));
+  if (count > problems.length) problems.push(el("li", {}, `… and ${count - problems.length} more`));
+  document.getElementById("configfile-problems").replaceChildren(...problems);
 }
 
 function renderJobs(page) {
@@ -87,20 +119,23 @@ function renderJobs(page) {
   body.replaceChildren(...page.jobs.map(job => {
     const bars = el("div", {class: "bars"}, [...job.recent].reverse().map(run =>
       el("span", {class: `s-${run.status}`,
-                  title: `${run.status} ${wall(run.started_at)} ${duration(run.duration_ms)}`})));
+                  title: `${run.status}${run.dry_run === true ? " (dry run)" : ""} `
+                    + `${wall(run.started_at)} ${duration(run.duration_ms)}`})));
     const last = job.last_run;
     const next = job.next_fires[0];
     const row = el("tr", {class: "job" + (job.enabled ? "" : " paused")
                           + (job.id === selected ? " selected" : ""),
                           "data-job-id": job.id, onclick: () => select(job.id)},
       el("td", {class: "state"}, el("span", {class: "dot"})),
-      el("td", {}, el("div", {}, job.label), el("div", {class: "small"}, job.id)),
+      el("td", {class: "name"}, el("div", {}, job.label),
+        job.description ? el("div", {class: "description"}, job.description) : null,
+        el("div", {class: "small"}, job.id)),
       el("td", {}, el("div", {}, job.schedule), el("div", {class: "small"}, job.timezone)),
       el("td", {class: "next"}, next ? [el("div", {}, wall(next.at)),
         el("div", {class: "small"}, relative(next.at) + (next.blackout ? ` · skipped: ${next.blackout}` : ""))]
         : el("span", {class: "small"}, job.enabled ? "never" : "paused")),
-      el("td", {class: "last"}, last ? [badge(last.status), " ",
-        el("span", {class: "small"}, relative(last.started_at))] : el("span", {class: "small"}, "no runs yet")),
+      el("td", {class: "last"}, last ? [badge(last.status), dryBadge(last), " ",
+        el("span", {class: "small"}, lastRun(last))] : el("span", {class: "small"}, "no runs yet")),
       el("td", {}, bars),
       el("td", {}, job.success_rate === null ? "–" : `${Math.round(job.success_rate * 100)}%`),
       el("td", {class: "actions"},
@@ -129,18 +164,40 @@ function renderRuns(jobId, runs) {
   const box = document.getElementById("runs");
   if (!runs.length) { box.replaceChildren(el("div", {class: "empty"}, "No runs yet.")); return; }
   box.replaceChildren(...runs.map(run => el("div", {class: "run", "data-run-id": run.run_id},
-    el("div", {class: "head"}, badge(run.status),
+    el("div", {class: "head"}, badge(run.status), dryBadge(run),
       el("span", {}, wall(run.started_at)),
       el("span", {class: "small"}, `${run.trigger || ""} · ${duration(run.duration_ms)}`),
       el("span", {class: "small"}, run.run_id),
-      run.reason ? el("span", {class: "reason"}, run.reason) : null),
+      run.reason ? el("span", {class: run.status === "skipped" ? "reason neutral" : "reason"}, run.reason) : null),
     run.steps.length ? el("table", {},
-      el("thead", {}, el("tr", {}, ["step", "entry", "status", "attempts", "time", "error"].map(h => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ["step", "entry", "status", "attempts", "time", "details"].map(h => el("th", {}, h)))),
       el("tbody", {}, run.steps.map(step => el("tr", {class: "step"},
-        el("td", {}, `${step.step + 1}` + (step.entry ? `.${step.entry + 1}` : "")), el("td", {}, step.id), el("td", {}, badge(step.status)),
-        el("td", {}, step.attempts), el("td", {}, duration(step.duration_ms)),
-        el("td", {class: "error"}, step.error || step.reason || "")))))
+        el("td", {}, `${step.step + 1}` + (step.entry ? `.${step.entry + 1}` : "")), el("td", {class: "entry"}, step.id), el("td", {}, badge(step.status)),
+        el("td", {}, step.attempts), el("td", {class: "time"}, step.status === "skipped" ? "" : duration(step.duration_ms)),
+        stepDetails(step)))))
       : null)));
+}
+
+// Only a failure is an error (red); a skip is a normal outcome, shown grey with its reason
+// (a `when` that did not hold, or "not run: …" past a failure or the timeout).
+function stepDetails(step) {
+  if (step.status === "failed") return el("td", {class: "error"}, step.error || step.reason || "");
+  if (step.status === "skipped") {
+    return el("td", {class: "note"}, step.reason ? `skipped: ${step.reason}` : "skipped");
+  }
+  return el("td", {class: "note"}, step.error || step.reason || "");
+}
+
+function renderDetail(job) {  // null when GET /jobs/{id} failed (a job just removed, say)
+  const description = document.getElementById("detail-description");
+  description.textContent = job?.description || "";
+  description.hidden = !job?.description;
+  const output = job?.last_output;  // absent from a daemon older than the page
+  document.getElementById("output").hidden = !output;
+  if (!output) return;
+  document.getElementById("output-text").textContent = output.text;  // text, never markup
+  document.getElementById("output-note").textContent = output.is_cut
+    ? `cut: the first ${output.text.length} of ${output.total_chars} characters` : "";
 }
 
 async function refresh() {
@@ -148,7 +205,10 @@ async function refresh() {
   const mine = ++generation;
   try {
     const [status, page] = await Promise.all([api("GET", "/status"), api("GET", `/jobs?offset=${offset}&limit=${PAGE_SIZE}`)]);
-    const runs = selected ? await api("GET", `/jobs/${encodeURIComponent(selected)}/runs?limit=10`) : null;
+    const path = selected ? `/jobs/${encodeURIComponent(selected)}` : null;
+    const [runs, detail] = path ? await Promise.all([api("GET", `${path}/runs?limit=10`),
+      api("GET", path).catch(err => { if (err instanceof AuthNeeded) throw err; return null; })])
+      : [null, null];
     if (mine !== generation) return;  // a newer refresh has started: it will draw
     if (!page.jobs.length && offset > 0 && page.total > 0) {  // jobs were removed: last page
       offset = Math.floor((page.total - 1) / PAGE_SIZE) * PAGE_SIZE;
@@ -159,7 +219,7 @@ async function refresh() {
     renderStatus(status);
     renderJobs(page);
     renderPager(page);
-    if (runs) renderRuns(selected, runs);
+    if (runs) { renderRuns(selected, runs); renderDetail(detail); }
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
     const ended = run => run && run.run_id === followed && run.status !== "running";
     const followedJob = page.jobs.find(job => job.id === selected);
