@@ -415,6 +415,19 @@ def test_an_invalid_config_on_disk_shows_in_status_and_health(tmp_path: Path) ->
         assert running.daemon.stop() == 0
 
 
+def test_status_totals_count_a_failure_as_soon_as_it_is_recorded(tmp_path: Path) -> None:
+    boom = {"id": "boom", "time": "03:00", "integrationIDs": [[{"function": "steps:boom"}]]}
+    running = start_api_daemon(tmp_path, {"settings": {"api": api_settings()}, "jobs": [boom]})
+    try:
+        assert running.json("/status")["totals"].get("failed", 0) == 0
+        ended = running.post("/jobs/boom/trigger?wait=true")
+        assert ended.status_code == 200 and ended.json()["status"] == "failed"
+        status = running.json("/status")  # the first one after: no stale counts
+        assert status["totals"]["failed"] == 1 and status["success_rate"] == 0.0
+    finally:
+        assert running.daemon.stop() == 0
+
+
 # --- security ---------------------------------------------------------------------------
 
 PROTECTED = [

@@ -50,13 +50,17 @@ OUTPUT_CHARS = 4096
 CONFIG_PROBLEMS_SHOWN = 5
 """/status lists this many of an invalid config file's problems (and counts them all)."""
 TOTALS_TTL_SECONDS = 2.0
+CHEAP_COUNT_SECONDS = 0.01
+"""A count this quick (a history of some thousands of runs) is made on every /status."""
 
 
 class TotalsCache:
     """History run counts by status. Counting a million runs takes from 0.1 s to a second, so
     counts are served from here, counted again on a thread of their own once they are older
     than `ttl_seconds` (and than 20 times the last count's duration, so counting never takes
-    more than a twentieth of a core); only the very first call waits."""
+    more than a twentieth of a core); only the very first call waits. A history that counts
+    in under CHEAP_COUNT_SECONDS is counted on every call instead, so the totals never lag
+    the runs beside them (the header said 100% success just after a failure)."""
 
     def __init__(self, reader: Store, ttl_seconds: float = TOTALS_TTL_SECONDS) -> None:
         self.reader = reader
@@ -65,10 +69,11 @@ class TotalsCache:
         self._due_at = -math.inf
         self._counting = False
         self._totals: dict[str, int] | None = None
+        self._cheap = False
 
     def __call__(self) -> dict[str, int]:
         with self._lock:
-            if self._totals is None:
+            if self._totals is None or self._cheap:
                 self._totals = self._count()
             elif time.monotonic() >= self._due_at and not self._counting:
                 self._counting = True
@@ -90,6 +95,7 @@ class TotalsCache:
         began = time.monotonic()
         totals = self.reader.totals()
         took = time.monotonic() - began
+        self._cheap = took < CHEAP_COUNT_SECONDS
         self._due_at = time.monotonic() + max(self.ttl_seconds, 20 * took)
         return totals
 
