@@ -166,7 +166,7 @@ def ms_since(began: float) -> int:
 @functools.lru_cache(maxsize=4096)  # jobs at the same time share one tuple
 def parse_clock(value: str) -> tuple[int, int, int]:
     """(hour, minute, second) of "HH:MM" or "HH:MM:SS" (24-hour clock)."""
-    match = CLOCK_RE.match(value)
+    match = CLOCK_RE.fullmatch(value)
     if not match:
         raise ValueError('expected "HH:MM" or "HH:MM:SS" (24-hour clock)')
     return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)

@@ -468,3 +468,24 @@ def test_interpolation_sees_a_dollar_written_as_a_json_escape() -> None:
     text = json.dumps({"jobs": [job(description="${WHO}")]}).replace("$", "\\u0024")
     config = parse_config(text, Path("config.json"), environ={"WHO": "ops"})
     assert config.jobs[0].description == "ops"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("id", "abc\n", "expected ASCII letters"),
+        ("time", "06:00\n", 'expected "HH:MM"'),
+        ("function", "tasks:run\n", 'expected "module:callable"'),
+    ],
+)
+def test_a_trailing_newline_is_not_part_of_a_valid_value(
+    field: str, value: str, message: str
+) -> None:
+    """Python's `$` matches before a final newline; the schema's patterns do not."""
+    job: dict[str, Any] = {"id": "a", "time": "06:00", "integrationIDs": [["x"]]}
+    if field == "function":
+        job["integrationIDs"] = [[{"function": value}]]
+    else:
+        job[field] = value
+    with pytest.raises(ConfigError, match=message):
+        parse_config(json.dumps({"jobs": [job]}), Path("config.json"))

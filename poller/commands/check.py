@@ -185,6 +185,6 @@ def function_refs(raw: Any) -> Iterator[tuple[PathKey, str, str]]:
         for step, entries in enumerate(job["integrationIDs"]):
             for position, entry in enumerate(entries if isinstance(entries, list) else []):
                 ref = entry.get("function") if isinstance(entry, dict) else None
-                if isinstance(ref, str) and FUNCTION_RE.match(ref):
+                if isinstance(ref, str) and FUNCTION_RE.fullmatch(ref):
                     head = ("jobs",) if isinstance(raw, dict) else ()
                     yield (*head, index, "integrationIDs", step, position, "function"), job_id, ref

@@ -196,7 +196,7 @@ class FunctionEntry(Model):
     @field_validator("function")
     @classmethod
     def _ref(cls, value: str) -> str:
-        if not FUNCTION_RE.match(value):
+        if not FUNCTION_RE.fullmatch(value):
             raise ValueError('expected "module:callable", e.g. "tasks:summarise"')
         return value
 

@@ -83,7 +83,7 @@ class ApiSettings(Model):
     def _hosts(cls, value: list[str]) -> list[str]:
         for host in value:
             labels = host.removesuffix(".").split(".")
-            if not IPV6_HOST_RE.match(host) and not all(map(HOST_LABEL_RE.match, labels)):
+            if not IPV6_HOST_RE.fullmatch(host) and not all(map(HOST_LABEL_RE.fullmatch, labels)):
                 raise ValueError(
                     f'{host!r}: expected a host name such as "poller.example.com" (no scheme, '
                     "no port, no path)"
@@ -290,7 +290,7 @@ class Job(Model):
             object.__setattr__(self, "id", slugify(self.label))
         if not self.label:
             object.__setattr__(self, "label", self.id)
-        if not JOB_ID_RE.match(self.id):
+        if not JOB_ID_RE.fullmatch(self.id):
             raise ValueError(
                 f"id {self.id!r}: expected ASCII letters, digits, '_', '-' and '.' only"
             )
