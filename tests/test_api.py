@@ -506,6 +506,24 @@ def test_secrets_never_appear_in_responses(api: ApiDaemon) -> None:
         assert not [text for text in texts if secret in text], secret
 
 
+def test_a_secret_written_into_a_jobs_label_or_description_is_masked(api: ApiDaemon) -> None:
+    job = {
+        "id": "leaky",
+        "label": "${PLATFORM_PW}",
+        "description": "x ${POLLER_API_KEY} y",
+        "every": "1h",
+        "integrationIDs": [["x1"]],
+    }
+    assert api.post("/jobs", json=job).status_code == 201
+    try:
+        texts = [api.get(path).text for path in ("/jobs", "/jobs/leaky", "/status")]
+        for secret in (PASSWORD, API_KEY):
+            assert not [text for text in texts if secret in text], secret
+        assert api.json("/jobs/leaky")["description"].startswith("x *")
+    finally:
+        assert api.request("DELETE", "/jobs/leaky").status_code == 200
+
+
 def test_the_key_is_also_taken_as_a_bearer_token(api: ApiDaemon) -> None:
     # What Prometheus sends with `authorization: {credentials: KEY}`.
     headers = {"Authorization": f"Bearer {API_KEY}"}

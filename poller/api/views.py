@@ -166,10 +166,11 @@ def job_out(daemon: Daemon, config: Config, job: Job, runs: list[dict[str, Any]]
     ]
     recent = run_briefs(runs)
     statuses = [run.status for run in recent]
+    mask = daemon.redactor.text  # a ${SECRET} may be written into any of these three
     return JobOut(
-        id=job.id,
-        label=job.label,
-        description=job.description,
+        id=mask(job.id),
+        label=mask(job.label),
+        description=mask(job.description),
         enabled=job.enabled,
         schedule=describe(schedule),
         timezone=zone.key,
