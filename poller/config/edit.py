@@ -248,10 +248,10 @@ def render(text: str, raw: Any, change: Change) -> str:
     unit = indent_unit(text)
     try:
         spliced = splice(text, change, unit)
-    except (ValueError, IndexError):
-        spliced = None
-    if spliced is not None and json.loads(spliced) == expected:
-        return spliced
+        if spliced is not None and json.loads(spliced) == expected:
+            return spliced
+    except (ValueError, IndexError):  # a layout the splice does not know: write it anew
+        pass
     return json.dumps(expected, indent=unit, ensure_ascii=False) + "\n"
 
 
@@ -313,7 +313,8 @@ def _set_enabled(text: str, start: int, enabled: bool) -> str:
             return text[: start + 1] + '"enabled": false' + text[start + 1 :]
         _, key_start, _, _ = members[-1]
         before = members[-2][3] if len(members) > 1 else start + 1
-        gap = text[before:key_start].lstrip(",")
+        between = text[before:key_start]  # the last member's separator: " , " or ",\n    "
+        gap = between[between.find(",") + 1 :]
         end = members[-1][3]
         return text[:end] + "," + gap + '"enabled": false' + text[end:]
     index = found[0]
