@@ -107,6 +107,11 @@ def json_default(value: Any) -> str:
 # --- durations --------------------------------------------------------------------------
 
 
+MAX_DURATION_DAYS = 3650
+MAX_DURATION_SECONDS = MAX_DURATION_DAYS * 86400.0
+"""Longer durations are refused: a fire grid centuries away overflows datetime arithmetic."""
+
+
 def parse_duration(value: str | dict[str, float] | float) -> float:
     """Seconds in "30s" / "10m" / "2h" / "1d" / {"hours": 2, "minutes": 30} / a number.
 
@@ -133,6 +138,10 @@ def parse_duration(value: str | dict[str, float] | float) -> float:
         raise ValueError(DURATION_EXPECTED)
     if seconds <= 0:
         raise ValueError("expected a duration greater than zero")
+    if not seconds <= MAX_DURATION_SECONDS:  # NaN and infinity too
+        raise ValueError(
+            f"expected at most {MAX_DURATION_DAYS}d ({MAX_DURATION_DAYS // 365} years)"
+        )
     return seconds
 
 

@@ -489,3 +489,11 @@ def test_a_trailing_newline_is_not_part_of_a_valid_value(
         job[field] = value
     with pytest.raises(ConfigError, match=message):
         parse_config(json.dumps({"jobs": [job]}), Path("config.json"))
+
+
+@pytest.mark.parametrize("every", ["99999999999999d", "5000000d", {"days": 1e300}])
+def test_an_every_centuries_long_is_a_located_error(every: Any) -> None:
+    """Such a grid overflowed datetime arithmetic: a traceback at start, a half-applied reload."""
+    job = {"id": "huge", "every": every, "integrationIDs": [["x"]]}
+    with pytest.raises(ConfigError, match=r"jobs\[0\]\.every: .*expected at most 3650d"):
+        parse_config(json.dumps({"jobs": [job]}), Path("config.json"))

@@ -610,7 +610,7 @@ def test_durations_round_trip(seconds: int) -> None:
 
 
 @PROPERTY
-@given(st.integers(1, 10**4), st.sampled_from("smhd"))
+@given(st.integers(1, 3650), st.sampled_from("smhd"))
 def test_duration_strings_round_trip(amount: int, unit: str) -> None:
     seconds = parse_duration(f"{amount}{unit}")
     assert seconds == amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
