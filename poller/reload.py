@@ -20,7 +20,7 @@ from watchdog.observers import Observer
 
 from poller.clock import Clock, Flag, Wakeup
 from poller.config.models import Config
-from poller.errors import ConfigError
+from poller.errors import ConfigError, Problem
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,9 @@ class ConfigReloader:
                 if text is None:
                     continue
                 try:
-                    ready: Config | ConfigError = self.parse(text)
+                    ready: Config | ConfigError = (
+                        text if isinstance(text, ConfigError) else self.parse(text)
+                    )
                 except ConfigError as err:
                     ready = err
                 with self._ready_lock:
@@ -151,10 +153,12 @@ class ConfigReloader:
                 continue
             self.clock.wake()  # the loop applies it
 
-    def settle_and_read(self, force: bool = False) -> str | None:
+    def settle_and_read(self, force: bool = False) -> str | ConfigError | None:
         """Wait until the file stops changing and return its text, or None when unchanged.
 
         `force` (SIGHUP) returns the text even when its content is the same as last time.
+        A file that is gone or cannot be read once settled is a ConfigError (the daemon
+        shows it as the file on disk being invalid); the next save is read whatever it holds.
         """
         started = time.monotonic()
         while True:
@@ -167,16 +171,13 @@ class ConfigReloader:
         try:
             data = self.watcher.path.read_bytes()
         except FileNotFoundError:
-            # Mid-rename, or deleted: keep running; the next event brings it back.
-            log.error("%s: file not found; keeping the last good config", self.watcher.path)
-            return None
+            # Deleted (a rename has settled by now): keep running; a save brings it back.
+            self.seen_hash = ""
+            return ConfigError([Problem(str(self.watcher.path), "", "file not found")])
         except OSError as err:  # a folder in its place, no permission, an I/O error
-            log.error(
-                "%s cannot be read (%s); keeping the last good config",
-                self.watcher.path,
-                err.strerror or err,
-            )
-            return None
+            self.seen_hash = ""
+            reason = f"cannot be read ({err.strerror or err})"
+            return ConfigError([Problem(str(self.watcher.path), "", reason)])
         digest = _digest(data)
         if digest == self.seen_hash and not force:
             log.debug("%s: saved without changes; nothing to reload", self.watcher.path)

@@ -411,6 +411,29 @@ def test_an_invalid_config_on_disk_shows_in_status_and_health(tmp_path: Path) ->
         )
         assert running.get("/health").json()["warning"] is None
         assert "uvicorn.error" not in running.daemon.log()  # its start says nothing ours does not
+        # A file that is gone, or a folder in its place, is no valid config either.
+        running.daemon.config_path.unlink()
+        gone = wait_until(
+            lambda: (f := running.json("/status")["config_file"]) and not f["valid"] and f,
+            10,
+            what="/status saying the file is gone",
+        )
+        assert gone["problems"][0].endswith("config.json: file not found")
+        running.daemon.config_path.mkdir()
+        wait_until(
+            lambda: (
+                "Is a directory" in " ".join(running.json("/status")["config_file"]["problems"])
+            ),
+            10,
+            what="/status saying a folder is in its place",
+        )
+        running.daemon.config_path.rmdir()
+        running.daemon.write_config(good)
+        wait_until(
+            lambda: running.json("/status")["config_file"]["valid"],
+            10,
+            what="/status saying the file is back",
+        )
     finally:
         assert running.daemon.stop() == 0
 
