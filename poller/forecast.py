@@ -40,6 +40,7 @@ class JobForecast:
             "label": self.job.label,
             "enabled": self.job.enabled,
             "paused": self.paused,
+            "dry_run": self.job.dry_run,
             "timezone": self.timezone,
             "schedule": self.schedule,
             "next_fires": [text(fire) for fire in self.next_fires],

@@ -620,6 +620,8 @@ def test_a_dry_run_is_marked_as_one_everywhere(folder: Path, daemons: list[Daemo
     full = app("history", "--run", record["run_id"], cwd=folder).stdout
     assert "status     success (dry run: nothing was sent)" in full
     assert "[enabled, dry run: calls are logged, not sent]" in app("check", cwd=folder).stdout
+    assert json.loads(app("check", "--json", cwd=folder).stdout)["jobs"][0]["dry_run"] is True
+    assert "rehearse (dry run)" in app("jobs", cwd=folder).stdout
     daemon = launch(daemons, folder, config)
     daemon.wait_log("job rehearse (rehearse): next fire")
     assert "(dry run: its calls are logged, not sent)" in daemon.log()

@@ -217,19 +217,21 @@ def pause_job(ctx: Context, job_id: str) -> EditOut:
 
 @router.post(
     "/jobs/{job_id}/resume",
-    summary="Resume a paused job (enabled: true)",
+    summary="Resume a paused job (its enabled: false removed)",
     response_model=EditOut,
     responses=errors(404, 409),
 )
 def resume_job(ctx: Context, job_id: str) -> EditOut:
-    """Set the job's "enabled" to true in config.json."""
+    """Remove the job's "enabled": false from config.json (true is the default)."""
     return _edited(ctx, edit(ctx.editor.set_enabled, job_id, True))
 
 
 def _edited(ctx: ApiContext, result: EditResult) -> EditOut:
     ctx.changed()
     if result.changed:  # the reload's own line follows; this one says where it came from
-        log.info("the API %s job %s in %s", result.action, result.job_id, ctx.config_path)
+        log.info(
+            "the API %s job %s in %s", result.action, result.job_id, ctx.config_path.absolute()
+        )
     return EditOut(
         job_id=result.job_id,
         action=result.action,

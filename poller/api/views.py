@@ -131,12 +131,16 @@ def config_file(daemon: Daemon, path: Path) -> ConfigFileOut:
     """Whether the file on disk is the config that runs, and if not, why."""
     if daemon.config_invalid is None:
         return ConfigFileOut(
-            path=str(path), valid=True, invalid_since=None, problem_count=0, problems=[]
+            path=str(path.absolute()),
+            valid=True,
+            invalid_since=None,
+            problem_count=0,
+            problems=[],
         )
     since, problems = daemon.config_invalid
     shown = [daemon.redactor.text(problem) for problem in problems[:CONFIG_PROBLEMS_SHOWN]]
     return ConfigFileOut(
-        path=str(path),
+        path=str(path.absolute()),
         valid=False,
         invalid_since=since,
         problem_count=len(problems),
@@ -151,7 +155,7 @@ def config_warning(daemon: Daemon, path: Path) -> str | None:
     since, problems = daemon.config_invalid
     count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
     return (
-        f"{path} on disk is invalid since {text(since)} ({count}; `app.py check` lists "
+        f"{path.absolute()} on disk is invalid since {text(since)} ({count}; `app.py check` lists "
         "them); the last good config is running"
     )
 

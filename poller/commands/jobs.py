@@ -84,7 +84,8 @@ def row(item: JobForecast, last: dict[str, Any] | None) -> list[str]:
     else:
         upcoming = "never"
     ran = "no runs yet" if last is None else f"{last['status']} {when(last['started_at'])}"
-    return [item.job.id, shorten(item.schedule, SCHEDULE_CHARS), upcoming, ran]
+    job_id = f"{item.job.id} (dry run)" if item.job.dry_run else item.job.id
+    return [job_id, shorten(item.schedule, SCHEDULE_CHARS), upcoming, ran]
 
 
 def entry(item: JobForecast, last: dict[str, Any] | None) -> dict[str, Any]:
