@@ -18,6 +18,7 @@ from poller.config.edit import (
     JobExistsError,
     JobNotFoundError,
 )
+from poller.config.load import load_config
 from poller.errors import ConfigError
 
 HAND_WRITTEN = """{
@@ -191,3 +192,12 @@ def test_the_file_mode_is_kept_and_no_temp_file_is_left(tmp_path: Path) -> None:
     editor.create_job(job("c"))
     assert stat.S_IMODE(editor.path.stat().st_mode) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_a_file_with_a_byte_order_mark_is_read_and_edited_keeping_it(tmp_path: Path) -> None:
+    """Windows Notepad saves UTF-8 with a BOM; json.loads refuses one."""
+    editor = editor_on(tmp_path, "\ufeff" + HAND_WRITTEN)
+    editor.set_enabled("a", False)
+    editor.set_enabled("a", True)
+    assert editor.path.read_text(encoding="utf-8") == "\ufeff" + HAND_WRITTEN
+    assert [job.id for job in load_config(editor.path).jobs] == ["a", "b"]

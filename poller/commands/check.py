@@ -30,6 +30,7 @@ from poller.commands.options import (
 from poller.config.chain import FUNCTION_RE
 from poller.config.jsonpos import Locations, PathKey
 from poller.config.load import (
+    BOM,
     by_place,
     config_warnings,
     parse_json,
@@ -141,7 +142,8 @@ def function_problems(source: ConfigSource, loaded: Config | ConfigError) -> lis
     secrets and the values of its `${NAME}` variables are masked in what is shown.
     """
     try:
-        raw = parse_json(read_text(source.path), source.path.name)
+        text = read_text(source.path).removeprefix(BOM)
+        raw = parse_json(text, source.path.name)
     except ConfigError:
         return []
     refs = list(function_refs(raw))
@@ -152,7 +154,7 @@ def function_problems(source: ConfigSource, loaded: Config | ConfigError) -> lis
         secrets += loaded.secret_values()
     redactor = Redactor(secrets)
     folder = source.path.absolute().parent
-    positions = Locations(read_text(source.path))
+    positions = Locations(text)
     problems = []
     for path, job_id, ref in refs:
         try:

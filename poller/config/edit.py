@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from poller.config.load import parse_config
+from poller.config.load import BOM, parse_config
 from poller.config.models import Config, slugify
 from poller.errors import ConfigError, PollerError, Problem
 
@@ -69,6 +69,8 @@ class Snapshot:
     text: str
     digest: str
     mode: int
+    bom: bool = False
+    """The file starts with a UTF-8 byte order mark: `text` is without it, writes keep it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +197,7 @@ class ConfigEditor:
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
             raise ConfigConflictError(self.path, f"is not UTF-8 ({err})") from None
-        return Snapshot(text, _digest(data), mode)
+        return Snapshot(text.removeprefix(BOM), _digest(data), mode, text.startswith(BOM))
 
     def write(self, snapshot: Snapshot, text: str) -> None:
         """Replace the file with `text` atomically, unless it changed since `snapshot`.
@@ -208,7 +210,7 @@ class ConfigEditor:
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             with open(temp, "w", encoding="utf-8") as handle:
-                handle.write(text)
+                handle.write(BOM + text if snapshot.bom else text)
                 handle.flush()
                 os.fsync(handle.fileno())
             temp.chmod(snapshot.mode)

@@ -24,6 +24,7 @@ from poller.jsondepth import MAX_DEPTH, too_deep_at
 
 MAX_CONFIG_CHARS = 64 * 1024 * 1024
 """A config file larger than this is refused (10,000 jobs take about 2 MB)."""
+BOM = "\ufeff"
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _ALL_MODELS: tuple[type[BaseModel], ...] = (
     models.Config,
@@ -88,6 +89,7 @@ def parse_config(
 ) -> Config:
     """Validate config text as if it were the file at `path` (relative paths resolve there)."""
     name = path.name
+    text = text.removeprefix(BOM)  # Windows editors start UTF-8 files with one
     raw = parse_json(text, name)
     positions = Locations(text)
     problems: list[Problem] = []
