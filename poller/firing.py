@@ -29,7 +29,8 @@ MAX_CATCH_UP_RUNS = 100
 CATCH_UP_SCAN_LIMIT = 10_000
 """Missed fires counted one by one; past this many the rest are skipped as one misfire."""
 ON_TIME_SECONDS = 1.0
-"""A single fire handed off within this lateness counts as `schedule`, later as `catch-up`."""
+"""A single fire handed off within this lateness counts as `schedule`, later as `catch-up`;
+it is never a misfire, even with `misfire_grace_seconds: 0` (a wake is a few ms late)."""
 
 
 @dataclass(slots=True)
@@ -60,10 +61,10 @@ class Firing:
         if upcoming > now:  # one fire is due: the usual case
             fire_job.upcoming = upcoming
             late = (now - due).total_seconds()
-            if late <= ON_TIME_SECONDS and late <= job.misfire_grace_seconds:
+            if late <= ON_TIME_SECONDS:  # on time, whatever the grace (0 included)
                 self._start_or_skip(job, due, "schedule", now, wake)
                 return
-        grace = timedelta(seconds=job.misfire_grace_seconds)
+        grace = timedelta(seconds=max(job.misfire_grace_seconds, ON_TIME_SECONDS))
         is_counted = True
         if upcoming <= now:
             schedule, anchor = planned.schedule, planned.anchor

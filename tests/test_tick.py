@@ -264,3 +264,21 @@ def test_a_downtime_of_more_fires_than_are_counted_stays_on_the_grid(
     assert "more than 10000 fire(s) from 2026-03-01T12:00:02+00:00 to " in misfire["reason"]
     assert misfire["scheduled_for"] == (T0 + timedelta(seconds=20_000 - 300)).isoformat()
     assert [call[2] for call in runner.calls] == [T0 + timedelta(seconds=20_000)]  # on the grid
+
+
+def test_a_grace_of_zero_still_runs_fires_handed_off_on_time(
+    tmp_path: Path, store: FullDiskStore, fake_clock: FakeClock
+) -> None:
+    """A wake is a few milliseconds late: with `misfire_grace_seconds: 0` every fire was a
+    misfire and the job never ran."""
+    fake_clock.set(T0)
+    runner = Recorder()
+    daemon = start(
+        tmp_path, store, fake_clock, [job(every="2s", misfire_grace_seconds=0)], run_chain=runner
+    )
+    for second in (2, 4):
+        fake_clock.set(T0 + timedelta(seconds=second, milliseconds=3))
+        daemon.tick(fake_clock.now())
+    settle(daemon)
+    assert [call[1] for call in runner.calls] == ["schedule", "schedule"]
+    assert [r["status"] for r in store.recent("j") if r["status"] == "skipped"] == []
