@@ -556,12 +556,23 @@ def test_the_key_is_also_taken_as_a_bearer_token(api: ApiDaemon) -> None:
 
 # --- methods and the OpenAPI document ---------------------------------------------------
 
+
+def test_head_is_answered_as_get_without_a_body(api: ApiDaemon) -> None:
+    for path, keyed in (("/health", False), ("/favicon.ico", False), ("/jobs", True)):
+        headers = {"X-API-Key": API_KEY} if keyed else {}
+        head = requests.head(api.url + path, headers=headers, timeout=10)
+        assert head.status_code == 200, (path, head.status_code)
+        assert head.content == b""
+        assert head.headers["content-type"] == api.get(path).headers["content-type"]
+    assert requests.head(api.url + "/jobs", timeout=10).status_code == 401  # still keyed
+
+
 ALLOWED = [
-    ("/jobs", "GET, OPTIONS, POST"),
-    ("/jobs/tick", "DELETE, GET, OPTIONS, PUT"),
+    ("/jobs", "GET, HEAD, OPTIONS, POST"),
+    ("/jobs/tick", "DELETE, GET, HEAD, OPTIONS, PUT"),
     ("/jobs/tick/trigger", "OPTIONS, POST"),
-    ("/health", "GET, OPTIONS"),
-    ("/", "GET, OPTIONS"),
+    ("/health", "GET, HEAD, OPTIONS"),
+    ("/", "GET, HEAD, OPTIONS"),
 ]
 
 

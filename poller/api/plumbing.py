@@ -99,6 +99,7 @@ class SharedResponses:
 def install(app: FastAPI, max_body_bytes: int) -> None:
     """Add the body limit and the error handlers to `app`."""
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(HeadAsGet)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ProblemError, _problem_error)
@@ -156,6 +157,8 @@ def _allowed_methods(request: Request, refusal: HTTPException) -> list[str]:
             for method in HTTP_METHODS
             if any(route.matches({**top, "method": method})[0] is Match.FULL for route in routes)
         }
+    if "GET" in methods:
+        methods.add("HEAD")  # HeadAsGet answers it
     return sorted({*methods, "OPTIONS"})
 
 
@@ -224,6 +227,28 @@ def openapi_with_job_schema(app: FastAPI) -> dict[str, Any]:
         "title": "JobReplacement",
     }
     return schema
+
+
+class HeadAsGet:
+    """HEAD answered as the GET of the same path, without its body (RFC 9110 9.3.2): uptime
+    checkers ask `/health` with HEAD, and FastAPI routes know only GET."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 class BodyLimit:
