@@ -129,22 +129,13 @@ def status(daemon: Daemon, reader: Store, totals: dict[str, int], config_path: P
 
 def config_file(daemon: Daemon, path: Path) -> ConfigFileOut:
     """Whether the file on disk is the config that runs, and if not, why."""
-    if daemon.config_invalid is None:
-        return ConfigFileOut(
-            path=str(path.absolute()),
-            valid=True,
-            invalid_since=None,
-            problem_count=0,
-            problems=[],
-        )
-    since, problems = daemon.config_invalid
-    shown = [daemon.redactor.text(problem) for problem in problems[:CONFIG_PROBLEMS_SHOWN]]
+    since, problems = daemon.config_invalid or (None, ())
     return ConfigFileOut(
         path=str(path.absolute()),
-        valid=False,
+        valid=daemon.config_invalid is None,
         invalid_since=since,
         problem_count=len(problems),
-        problems=shown,
+        problems=[daemon.redactor.text(problem) for problem in problems[:CONFIG_PROBLEMS_SHOWN]],
     )
 
 
