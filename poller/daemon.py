@@ -20,6 +20,7 @@ from poller.clock import Clock
 from poller.config.models import Config, Job
 from poller.executors.local import LocalExecutor
 from poller.firing import Firing, Wake
+from poller.monitor import Monitor
 from poller.plans import Planned, ReloadSummary, grid_of, plan_jobs
 from poller.redaction import Redactor
 from poller.run import chain
@@ -69,8 +70,14 @@ class Daemon:
         self.redactor = redactor or Redactor(config.secret_values())
         self.scheduler = HeapScheduler(clock)
         self.clients = ClientPool(config.environments, clock, redactor=self.redactor)
+        self.monitor = Monitor(config, store, self.redactor, clock, save=store.save_later)
         self.executor = LocalExecutor(
-            config.settings.max_workers, store, clock, run_chain, on_done=self._run_ended
+            config.settings.max_workers,
+            store,
+            clock,
+            run_chain,
+            on_done=self._run_ended,
+            monitor=self.monitor,
         )
         self._planned: dict[str, Planned] = {}
         self.firing = Firing(self.executor)
@@ -124,6 +131,7 @@ class Daemon:
         old, self.config = self.config, config
         summary = ReloadSummary.between(old.jobs, config.jobs)
         self.redactor.configure(config.secret_values())
+        self.monitor.configure(config)
         if config.environments != old.environments:
             self.executor.retire(self.clients)
             self.clients = ClientPool(config.environments, self.clock, redactor=self.redactor)
@@ -246,6 +254,9 @@ class Daemon:
                 else:
                     log.log(level, "%s", line)
                     self.on_skipped(claim.record)
+                    skipped_job = self.config.job_map.get(claim.job_id)
+                    if skipped_job is not None:
+                        self.monitor.after_skip(skipped_job, claim.record)
         return True
 
     def _undo(self, wake: Wake) -> None:
@@ -256,6 +267,9 @@ class Daemon:
     def _store_failed(self, now: datetime, err: StoreError) -> None:
         if self.store_failing is None:
             self.store_failing = (now, str(err))
+            self.monitor.daemon_alert(
+                f"the state database cannot be written ({err.cause}); no fire runs until it can"
+            )
         since = self.store_failing[0]
         self.store_failing = (since, str(err))
         if self._reported_at is None or now - self._reported_at >= REPORT_EVERY:
@@ -321,6 +335,7 @@ class Daemon:
         self.is_stopping = True
         self.scheduler.clear()
         left = self.executor.stop(grace_seconds)
+        self.monitor.close()  # queued alerts and pings, a few seconds at most
         self.store.flush()
         if left:
             self.store.mark_interrupted("the daemon was stopped during the run", self.clock.now())
@@ -354,5 +369,10 @@ class Daemon:
         if applied:
             self.config_invalid = None
         else:
+            if self.config_invalid is None:
+                first = problems[0] if problems else "it cannot be read"
+                self.monitor.daemon_alert(
+                    f"the config file is invalid ({first}); the last good config runs on"
+                )
             since = self.config_invalid[0] if self.config_invalid else self.clock.now()
             self.config_invalid = (since, tuple(problems))

@@ -55,7 +55,13 @@ def _shown(path: str, value: object, limit: int = 60) -> str:
     password's place, a header, a URL's credentials), before it is cut."""
     parts = [part for part in re.split(r"[.\[\]]+", path) if part]
     last = parts[-1] if parts else ""
-    if is_secret_name(last) or "headers" in parts or (last == "value" and "auth" in parts):
+    if (
+        is_secret_name(last)
+        or "headers" in parts
+        or (last == "value" and "auth" in parts)
+        or last == "ping_url"
+        or (last == "url" and "alerts" in parts)  # a webhook's URL holds its token
+    ):
         return MASK
     text = json.dumps(Redactor().value(value), default=json_default, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -28,6 +28,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [job=%(job_id)s run=%(run_id)s
 
 
 _RUN: ContextVar[tuple[str, str]] = ContextVar("poller_run", default=("-", "-"))
+_ITEM: ContextVar[str | None] = ContextVar("poller_item", default=None)
 
 
 @contextmanager
@@ -40,12 +41,28 @@ def run_context(job_id: str, run_id: str) -> Iterator[None]:
         _RUN.reset(token)
 
 
+@contextmanager
+def item_context(item: str) -> Iterator[None]:
+    """Lines logged inside (on this thread) are about one for_each item: they begin
+    "[item KEY]" and JSON lines carry "item"."""
+    token = _ITEM.set(item)
+    try:
+        yield
+    finally:
+        _ITEM.reset(token)
+
+
 class _RunAdapter(logging.LoggerAdapter[logging.Logger]):
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
         job_id, run_id = _RUN.get()
-        kwargs["extra"] = {"job_id": job_id, "run_id": run_id, **kwargs.get("extra", {})}
+        item = _ITEM.get()
+        extra = {"job_id": job_id, "run_id": run_id, **kwargs.get("extra", {})}
+        if item is not None:
+            extra["item"] = item
+            msg = f"[item {item}] {msg}"
+        kwargs["extra"] = extra
         return msg, kwargs
 
 
@@ -62,6 +79,10 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if "job_id" not in record.__dict__:
             record.job_id, record.run_id = _RUN.get()
+            item = _ITEM.get()
+            if item is not None:
+                record.item = item
+                record.msg = f"[item {item}] {record.msg}"
         return True
 
 
@@ -147,6 +168,8 @@ class JsonFormatter(logging.Formatter):
             "run_id": getattr(record, "run_id", "-"),
             "message": record.getMessage(),
         }
+        if "item" in record.__dict__:
+            entry["item"] = record.__dict__["item"]
         if record.exc_info or record.exc_text:
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
         return json.dumps(entry, ensure_ascii=False, default=json_default)

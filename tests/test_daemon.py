@@ -271,7 +271,8 @@ def test_history_command(folder: Path, daemons: list[DaemonProcess]) -> None:
     assert len(lines) == 3 and all(" t " in line and "success" in line for line in lines[1:])
     records = json.loads(history("--json", "--limit", "2").stdout)
     assert len(records) == 2
-    assert list(records[0]) == [field.name for field in dataclasses.fields(RunResult)]
+    derived = ["alerts_sent", "alert_errors"]  # counted from `alerts`
+    assert list(records[0]) == [field.name for field in dataclasses.fields(RunResult)] + derived
     assert records[0]["started_at"] >= records[1]["started_at"]
 
 

@@ -52,7 +52,7 @@ def at(seconds: float) -> str:
 def test_the_file_is_wal_at_the_current_schema(store: SqliteStore) -> None:
     db = sqlite3.connect(store.path)
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
 
 
 def test_durability_full_waits_for_the_disk(tmp_path: Path) -> None:
@@ -140,7 +140,7 @@ def test_a_version_1_database_and_its_fire_ledger_are_migrated(tmp_path: Path) -
         store.close()
     reopened = SqliteStore(path)
     try:
-        assert reopened.schema_version == 2
+        assert reopened.schema_version == 3
     finally:
         reopened.close()
     ledger = sqlite3.connect(tmp_path / "poller.db.fires")
@@ -181,6 +181,33 @@ def test_a_damaged_ledger_is_reported_and_nothing_is_changed(tmp_path: Path) -> 
     assert (path.read_bytes(), ledger.read_bytes()) == before
 
 
+def test_a_version_2_database_gains_the_notes_table_and_keeps_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / "poller.db"
+    store = SqliteStore(path)
+    record = _started("j", 5)
+    store.save(record)
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE notes")
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    reader = SqliteStore(path, read_only=True)
+    try:
+        assert reader.schema_version == 2 and reader.note("j", "alerts") is None
+    finally:
+        reader.close()
+    store = SqliteStore(path)
+    try:
+        store.acquire_daemon_lock()
+        store.save_note("j", "alerts", {"failing": True})
+        assert store.note("j", "alerts") == {"failing": True}
+        assert [r["run_id"] for r in store.recent()] == [record.run_id]
+        assert store.schema_version == 3
+    finally:
+        store.close()
+
+
 def test_a_database_from_a_newer_poller_is_refused_untouched(tmp_path: Path) -> None:
     path = tmp_path / "poller.db"
     write_v1(path)
@@ -189,7 +216,7 @@ def test_a_database_from_a_newer_poller_is_refused_untouched(tmp_path: Path) -> 
     db.commit()
     db.close()
     before = path.read_bytes()
-    with pytest.raises(StateFileError, match=r"newer Poller \(schema version 7\).*up to 2"):
+    with pytest.raises(StateFileError, match=r"newer Poller \(schema version 7\).*up to 3"):
         SqliteStore(path)
     assert path.read_bytes() == before
 
@@ -235,7 +262,7 @@ def test_the_daemon_migrates_a_folder_written_by_the_version_1_daemon(
     daemon = DaemonProcess(folder, config)
     daemons.append(daemon)
     daemon.start()
-    daemon.wait_log("migrated from schema version 1 to 2")
+    daemon.wait_log("migrated from schema version 1 to 3")
     old = {r["run_id"] for r in daemon.runs()}
     assert len(old) == 4  # three fires and a manual run, all readable
     new = wait_until(

@@ -184,9 +184,19 @@ def function_refs(raw: Any) -> Iterator[tuple[PathKey, str, str]]:
         if not isinstance(job, dict) or not isinstance(job.get("integrationIDs"), list):
             continue
         job_id = job["id"] if isinstance(job.get("id"), str) else "-"
-        for step, entries in enumerate(job["integrationIDs"]):
-            for position, entry in enumerate(entries if isinstance(entries, list) else []):
-                ref = entry.get("function") if isinstance(entry, dict) else None
-                if isinstance(ref, str) and FUNCTION_RE.fullmatch(ref):
-                    head = ("jobs",) if isinstance(raw, dict) else ()
-                    yield (*head, index, "integrationIDs", step, position, "function"), job_id, ref
+        head = ("jobs",) if isinstance(raw, dict) else ()
+        for path, ref in _chain_refs(job["integrationIDs"], (*head, index, "integrationIDs")):
+            yield path, job_id, ref
+
+
+def _chain_refs(steps: list[Any], where: PathKey) -> Iterator[tuple[PathKey, str]]:
+    """(path, "module:callable") of the function entries of a chain, sub-chains included."""
+    for step, entries in enumerate(steps):
+        for position, entry in enumerate(entries if isinstance(entries, list) else []):
+            if not isinstance(entry, dict):
+                continue
+            ref, sub = entry.get("function"), entry.get("steps")
+            if isinstance(ref, str) and FUNCTION_RE.fullmatch(ref):
+                yield (*where, step, position, "function"), ref
+            elif "for_each" in entry and isinstance(sub, list):
+                yield from _chain_refs(sub, (*where, step, position, "steps"))

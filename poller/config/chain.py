@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterator
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -208,16 +209,21 @@ def _entry_kind(value: Any) -> str | None:
         for key in ("http", "function"):
             if key in value:
                 return key
-        return "integration"
+        return "each" if "for_each" in value else "integration"
     for kind, cls in (("integration", IntegrationEntry), ("http", HttpEntry)):
         if isinstance(value, cls):
             return kind
     if isinstance(value, FunctionEntry):
         return "function"
+    if isinstance(value, ForEachEntry):
+        return "each"  # not "for_each": a tag named as a key would look like a place in it
     return None
 
 
-Entry = Annotated[
+_ENTRY_MESSAGE = (
+    'expected an integration ID string or an object with "id", "http", "function" or "for_each"'
+)
+SubEntry = Annotated[
     Annotated[IntegrationEntry, Tag("integration")]
     | Annotated[HttpEntry, Tag("http")]
     | Annotated[FunctionEntry, Tag("function")]
@@ -225,16 +231,65 @@ Entry = Annotated[
     Discriminator(
         _entry_kind,
         custom_error_type="entry",
-        custom_error_message='expected an integration ID string or an object with "id", '
-        '"http" or "function"',
+        custom_error_message=_ENTRY_MESSAGE.replace(' or "for_each"', "")
+        + " (a for_each cannot hold another)",
+    ),
+]
+"""An entry of a for_each's sub-chain: any entry but another for_each."""
+
+
+class ForEachEntry(Model):
+    """Runs its sub-chain once per item of a list in the previous output (SPEC §9)."""
+
+    for_each: str = Field(
+        min_length=1, description='Dotted path of the list in the previous output, e.g. "sources".'
+    )
+    steps: list[Annotated[list[SubEntry], Field(min_length=1)]] = Field(
+        min_length=1, description="The sub-chain each item runs; the item is its input."
+    )
+    max_parallel: int = Field(4, ge=1, le=256, description="Items run at once.")
+    when: Cond | None = Field(None, description="Tested against each item; filters the list.")
+    key: str | None = Field(
+        None, description='Dotted path in an item naming it in logs and results (e.g. "name").'
+    )
+    continue_on_error: bool = Field(
+        False, description="Go on with the chain even when every item failed."
+    )
+
+
+Entry = Annotated[
+    Annotated[IntegrationEntry, Tag("integration")]
+    | Annotated[HttpEntry, Tag("http")]
+    | Annotated[FunctionEntry, Tag("function")]
+    | Annotated[ForEachEntry, Tag("each")]
+    | Annotated[Annotated[str, Field(min_length=1)], Tag("id")],
+    Discriminator(
+        _entry_kind,
+        custom_error_type="entry",
+        custom_error_message=_ENTRY_MESSAGE,
     ),
 ]
 
 
-def entry_id(entry: IntegrationEntry | HttpEntry | FunctionEntry | str) -> str:
+def leaf_entries(
+    steps: list[list[Any]],
+) -> Iterator[IntegrationEntry | HttpEntry | FunctionEntry | str]:
+    """Every entry that makes a call or runs a function, in order: a for_each's sub-chain
+    entries in its place."""
+    for step in steps:
+        for entry in step:
+            if isinstance(entry, ForEachEntry):
+                yield from leaf_entries(entry.steps)
+            else:
+                yield entry
+
+
+def entry_id(entry: IntegrationEntry | HttpEntry | FunctionEntry | ForEachEntry | str) -> str:
     """The id a step record shows for a chain entry."""
     if isinstance(entry, str):
         return entry
+    if isinstance(entry, ForEachEntry):
+        return f"for_each:{entry.for_each}"
     if isinstance(entry, IntegrationEntry):
         return entry.id
     if isinstance(entry, HttpEntry):

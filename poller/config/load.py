@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from poller.config import chain, environments, models
+from poller.config import alerts, chain, environments, models
 from poller.config.jsonpos import Locations, PathKey, line_col
 from poller.config.models import Config
 from poller.errors import ConfigError, Problem
@@ -44,6 +44,11 @@ _ALL_MODELS: tuple[type[BaseModel], ...] = (
     chain.HttpEntry,
     chain.HttpCall,
     chain.FunctionEntry,
+    chain.ForEachEntry,
+    alerts.WebhookChannel,
+    alerts.SmtpChannel,
+    alerts.Alerts,
+    alerts.ChangeSpec,
 )
 _JSON_HINTS = {
     "Expecting ',' delimiter": "expected ',' between values (is a comma missing here?)",
@@ -159,8 +164,7 @@ def config_warnings(config: Config) -> list[str]:
     for job in config.jobs:
         uses_platform = any(
             isinstance(entry, (str, chain.IntegrationEntry))
-            for step in job.integrationIDs
-            for entry in step
+            for entry in chain.leaf_entries(job.integrationIDs)
         )
         env = config.environment_name(job)
         if uses_platform and env not in config.environments and not job.dry_run:
@@ -409,6 +413,33 @@ def _cross_checks(config: Config, name: str, positions: Locations) -> list[Probl
                 )
             )
         seen.setdefault(job.id, index)
+    problems.extend(_alert_problems(config, name, positions))
+    return problems
+
+
+def _alert_problems(config: Config, name: str, positions: Locations) -> list[Problem]:
+    """Alerts naming a channel settings.alerts does not define, and daemon alerts of a job."""
+    channels = config.settings.alerts
+    known = ", ".join(sorted(channels)) or 'none; define them in "settings.alerts"'
+    wanted: list[tuple[PathKey, alerts.Alerts | None]] = [
+        (("settings", "default_alerts"), config.settings.default_alerts),
+        *((("jobs", index, "alerts"), job.alerts) for index, job in enumerate(config.jobs)),
+    ]
+    problems = []
+    for where, chosen in wanted:
+        if chosen is None:
+            continue
+        for position, channel in enumerate(chosen.channels):
+            if channel not in channels:
+                path = (*where, "channels", position)
+                reason = f"no alert channel {channel!r}; expected one of {known}"
+                problems.append(Problem(name, render_path(path), reason, *positions.find(path)))
+        if where[0] == "jobs" and "daemon" in chosen.on:
+            path = (*where, "on", chosen.on.index("daemon"))
+            reason = (
+                'daemon alerts are about Poller itself: list "daemon" in settings.default_alerts'
+            )
+            problems.append(Problem(name, render_path(path), reason, *positions.find(path)))
     return problems
 
 

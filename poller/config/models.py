@@ -25,11 +25,13 @@ from pydantic import (
     model_validator,
 )
 
+from poller.config.alerts import Alerts, ChangeSpec, Channel, check_http_url
 from poller.config.base import Model
-from poller.config.chain import Entry, HttpEntry
+from poller.config.chain import Entry, HttpEntry, leaf_entries
 from poller.config.constraints import (
     CRON_PATTERN,
     DURATION_PATTERN,
+    HTTP_URL_PATTERN,
     INTERVAL_OBJECT,
     JOB_IDENTITY,
     JOB_SCHEDULE,
@@ -111,6 +113,20 @@ class Settings(Model):
         25.0, ge=0, description="On SIGTERM, how long runs in progress may finish."
     )
     api: ApiSettings = Field(default_factory=ApiSettings)
+    alerts: dict[str, Channel] = Field(
+        default_factory=dict, description="Alert channels by name: webhook or smtp."
+    )
+    default_alerts: Alerts | None = Field(
+        None, description="Alerts of jobs without their own, and the daemon's own."
+    )
+    alert_window_seconds: float = Field(
+        300, ge=0, description="At most one alert per job and kind in this window."
+    )
+    public_url: str | None = Field(
+        None,
+        description="Where people reach the page, for links in alerts (default: the API's).",
+        json_schema_extra=text_matching(HTTP_URL_PATTERN),
+    )
 
     _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
 
@@ -124,6 +140,11 @@ class Settings(Model):
                 "expected the path of a SQLite file, such as data/poller.db"
             )
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value).rstrip("/")
 
     @field_validator("log_level")
     @classmethod
@@ -238,8 +259,26 @@ class Job(Model):
     run_on_start: bool = Field(False, description="Also run once when the daemon starts.")
     timeout_seconds: float | None = Field(None, gt=0, description="Whole-run limit.")
     dry_run: bool = Field(False, description="Send nothing; log the calls instead.")
+    detect_changes: bool | ChangeSpec = Field(
+        False, description="Compare each output with the last successful run's."
+    )
+    alerts: Alerts | None = Field(
+        None, description="Which alerts this job sends (default: settings.default_alerts)."
+    )
+    ping_url: SecretStr | None = Field(
+        None,
+        description="Called on start (URL/start), success (URL) and failure (URL/fail); secret.",
+        json_schema_extra=text_matching(HTTP_URL_PATTERN),
+    )
 
     _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
+
+    @field_validator("ping_url")
+    @classmethod
+    def _ping_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_http_url(value.get_secret_value())
+        return value
 
     @field_validator("time")
     @classmethod
@@ -361,6 +400,8 @@ class Config(Model):
         secret-named headers and query parameters and a URL's password."""
         secrets = [self.settings.api.api_key] if self.settings.api.api_key else []
         values: list[str] = []
+        for channel in self.settings.alerts.values():
+            values.extend(channel.secret_values())
         for environment in self.environments.values():
             auth = environment.auth
             for name in ("password", "value"):
@@ -376,11 +417,16 @@ class Config(Model):
             )
             values.append(urlsplit(environment.base_url).password or "")
         for job in self.jobs:
-            for step in job.integrationIDs:
-                for entry in step:
-                    if isinstance(entry, HttpEntry):
-                        values.extend(entry.http.secret_values())
+            if job.ping_url is not None:
+                secrets.append(job.ping_url)
+            for entry in leaf_entries(job.integrationIDs):
+                if isinstance(entry, HttpEntry):
+                    values.extend(entry.http.secret_values())
         return [secret.get_secret_value() for secret in secrets] + [v for v in values if v]
+
+    def alerts_of(self, job: Job) -> Alerts | None:
+        """The alerts a job sends: its own, else settings.default_alerts."""
+        return job.alerts or self.settings.default_alerts
 
     def environment_name(self, job: Job) -> str:
         """The environment a job's integration steps use (SPEC §3 default rule)."""

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from poller.clock import Clock
 from poller.config.models import Config, Job
 from poller.executors.pool import WorkerPool
+from poller.monitor import Monitor, Send
 from poller.run.client import ClientPool
 from poller.run.results import RunResult
 from poller.store import Store
@@ -36,12 +37,14 @@ class LocalExecutor:
         clock: Clock,
         run_chain: RunChain,
         on_done: Callable[[str], None],
+        monitor: Monitor | None = None,
     ) -> None:
         self.pool = WorkerPool(max_workers, thread_name_prefix="run")
         self.store = store
         self.clock = clock
         self.run_chain = run_chain
         self._on_done = on_done  # told the job id when a run ends
+        self.monitor = monitor  # change detection, alerts and pings around each run
         self._running: Counter[str] = Counter()  # runs going on (or reserved), by job
         self._users: Counter[int] = Counter()  # runs using each client pool, by id()
         self._retired: list[ClientPool] = []
@@ -89,7 +92,10 @@ class LocalExecutor:
         clients.close()
 
     def _run(self, job: Job, config: Config, clients: ClientPool, record: RunResult) -> None:
+        monitor = self.monitor
         try:
+            if monitor is not None:
+                monitor.started(job)
             result = self.run_chain(
                 job,
                 config,
@@ -98,8 +104,19 @@ class LocalExecutor:
                 trigger=record.trigger,
                 scheduled_for=record.scheduled_for,
                 clock=self.clock,
+                changes=None if monitor is None else monitor.changes,
             )
-            self.store.save_later(result)
+            sends: list[Send] = []
+            if monitor is not None:
+                try:
+                    result, sends = monitor.after_run(job, result)
+                except Exception:  # alerts must never cost a run its record
+                    log.exception(
+                        "job %s: run %s: deciding its alerts failed", job.id, record.run_id
+                    )
+            self.store.save_later(result)  # before any delivery updates it
+            if sends and monitor is not None:
+                monitor.dispatch(result, sends)
         except Exception:
             log.exception("job %s: run %s could not be recorded", job.id, record.run_id)
         finally:

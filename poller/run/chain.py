@@ -18,6 +18,11 @@ ends in the RunResult it returns. Semantics beyond the SPEC:
   record stays truthful while the run fails with the timeout.
 - The run's output is the last completed step's output (for a failed run: the input of the
   step that stopped it).
+- A for_each entry (SPEC §9) runs its sub-chain once per item, the item as its input, at
+  most max_parallel at once, each item in a thread of its own (an item's calls are a
+  chain's: the run's deadline and cancel hold for them). An item's failure is its own; the
+  entry fails only when every item did. Its items' request IDs derive from the entry's
+  place and the item's index.
 - Request IDs are uuid5 of (job id, scheduled_for, step, entry) when the run has a
   scheduled_for, so running the same fire again sends the same IDs; otherwise they derive
   from a random uuid4 per run.
@@ -25,22 +30,28 @@ ends in the RunResult it returns. Semantics beyond the SPEC:
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from poller.clock import Clock, SystemClock
-from poller.config.chain import HttpEntry, entry_id
+from poller.config.chain import ForEachEntry, HttpEntry, entry_id, leaf_entries
 from poller.config.models import Config, Job
 from poller.errors import CallError, ChainError, PollerError, RunCancelledError, RunStoppedError
-from poller.logs import run_context, run_logger
+from poller.logs import item_context, run_context, run_logger
 from poller.redaction import Redactor
+from poller.run.changes import changed_items, paths_changed
 from poller.run.conditions import evaluate
+from poller.run.paths import kind_of, resolve
 from poller.run.results import (
     RunResult,
     RunStatus,
@@ -52,16 +63,19 @@ from poller.run.results import (
     uuid_bits,
     uuid_text,
 )
-from poller.run.steps import StepRunner
+from poller.run.steps import EntryOutput, StepRunner
 from poller.run.transport import Session
 from poller.timeformat import ms_since, seconds_text, utc_text
 from poller.timing import blackout_reason, zone_of
 
 if TYPE_CHECKING:
+    from poller.monitor import ChangeTracker
     from poller.run.client import ClientPool
 
 log = run_logger(__name__)
 
+MAX_ITEM_ERRORS = 20
+"""A run record lists this many for_each item errors (`errors`); the count says the rest."""
 REQUEST_ID_NAMESPACE = uuid.UUID("5b0c3f8e-61a4-5d2e-9c1b-7f0e2a4d6c88")
 
 
@@ -78,6 +92,7 @@ def run_job(
     force: bool = False,
     clock: Clock | None = None,
     cancelled: Callable[[], bool] = lambda: False,
+    changes: ChangeTracker | None = None,
 ) -> RunResult:
     """Run `job`'s chain once and return its record; never raises.
 
@@ -88,6 +103,8 @@ def run_job(
         force: ignore blackout days and dates.
         cancelled: asked before each entry; once True the run ends `interrupted` there
             (Ctrl-C in `app.py run`; the daemon lets a run finish within its grace).
+        changes: compares a successful output with the job's baseline (detect_changes);
+            None: not compared.
     """
     clock = clock or SystemClock()
     run_id = run_id or new_run_id()
@@ -104,6 +121,7 @@ def run_job(
             force,
             clock,
             cancelled,
+            changes,
         )
 
 
@@ -119,6 +137,7 @@ def _run_job(
     force: bool,
     clock: Clock,
     cancelled: Callable[[], bool],
+    changes: ChangeTracker | None,
 ) -> RunResult:
     started_at = clock.now()
     is_dry_run = job.dry_run if dry_run is None else dry_run
@@ -132,6 +151,17 @@ def _run_job(
         # The record leaves the process (history, API, stdout): what a platform echoed
         # back, a token read at login, a URL's password are masked here, once.
         scrub = clients.redactor
+        comparison = None
+        if status == "success" and job.detect_changes and changes and not is_dry_run:
+            comparison = changes.compare(job, output, run_id)  # the output before its cap
+        changed = None if comparison is None else comparison.changed
+        diff = None if comparison is None else comparison.diff
+        if changed and comparison is not None:
+            log.info(
+                "change detected: %d path(s) differ from run %s",
+                paths_changed(diff),
+                comparison.against,
+            )
         result = RunResult(
             run_id=run_id,
             job_id=job.id,
@@ -144,6 +174,13 @@ def _run_job(
             steps=tuple(redact_step(step, scrub) for step in steps),
             output=None if output is None else scrub.value(output),
             dry_run=is_dry_run,
+            items_processed=tally.processed,
+            items_succeeded=tally.succeeded,
+            items_failed=tally.failed,
+            errors=tuple(scrub.text(error) for error in tally.errors[:MAX_ITEM_ERRORS]),
+            changed=changed,
+            diff=diff,
+            changes_detected=changed_items(diff) if changed else 0,
         )
         # One INFO line per run (its start is at DEBUG): a busy daemon's log stays readable.
         log.info(
@@ -158,6 +195,7 @@ def _run_job(
         return result
 
     steps: list[StepResult] = []
+    tally = Tally()
     try:
         if not force and (job.blackout_days or job.blackout_dates):
             zone = zone_of(config.schedule(job))
@@ -181,7 +219,7 @@ def _run_job(
             )
         # A session costs time to build; only chains with plain HTTP entries need one, and
         # it lives as long as the run.
-        has_http = any(isinstance(e, HttpEntry) for step in job.integrationIDs for e in step)
+        has_http = any(isinstance(e, HttpEntry) for e in leaf_entries(job.integrationIDs))
         session = Session() if has_http else None
         try:
             runner = StepRunner(
@@ -196,7 +234,13 @@ def _run_job(
                 logger=log,
             )
             data = {**job.input, **(input or {})}
-            stop, output = _run_chain(job, runner, data, steps, scheduled_for, cancelled)
+            deadline, timeout = None, ""
+            if job.timeout_seconds is not None:
+                deadline = time.monotonic() + job.timeout_seconds
+                timeout = f"timeout after {seconds_text(job.timeout_seconds)}"
+            limits = Limits(deadline, timeout, cancelled)
+            base = request_base(job.id, scheduled_for)
+            stop, output = _run_chain(job.integrationIDs, runner, data, steps, base, limits, tally)
         finally:
             if session is not None:
                 session.close()
@@ -209,35 +253,52 @@ def _run_job(
         return finish("failed", cap_error(describe_error(err)), steps, None)
 
 
+@dataclass(slots=True)
+class Tally:
+    """A run's for_each counts (SPEC §9), added up over its for_each entries."""
+
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What every entry of a run checks before it starts: the deadline and a cancel."""
+
+    deadline: float | None
+    timeout: str
+    cancelled: Callable[[], bool]
+
+
 def _run_chain(
-    job: Job,
+    steps: list[list[Any]],
     runner: StepRunner,
     data: dict[str, Any],
     records: list[StepResult],
-    scheduled_for: datetime | None,
-    cancelled: Callable[[], bool],
+    base: bytes,
+    limits: Limits,
+    tally: Tally,
 ) -> tuple[str | None, dict[str, Any]]:
     """Run the steps, appending a record per entry; returns (why it stopped, output)."""
-    deadline, timeout = None, ""
-    if job.timeout_seconds is not None:
-        deadline = time.monotonic() + job.timeout_seconds
-        timeout = f"timeout after {seconds_text(job.timeout_seconds)}"
-    base = request_base(job.id, scheduled_for)
     stop: str | None = None
-    for s, step in enumerate(job.integrationIDs):
+    deadline = limits.deadline
+    for s, step in enumerate(steps):
         merged: dict[str, Any] = {}
         produced = False
         for e, entry in enumerate(step):
             name = entry_id(entry)
             where = f"integrationIDs[{s}][{e}] {name}"
             if stop is None and deadline is not None and time.monotonic() >= deadline:
-                stop = timeout
+                stop = limits.timeout
             if stop is not None:
                 records.append(StepResult(name, "skipped", s, e, reason=f"not run: {stop}"))
                 continue
-            if cancelled():
+            if limits.cancelled():
                 raise RunCancelledError(where)
-            when = None if isinstance(entry, str) else entry.when
+            when = None if isinstance(entry, str | ForEachEntry) else entry.when
             if when is not None:
                 holds, why = evaluate(when, data)
                 if not holds:
@@ -246,9 +307,13 @@ def _run_chain(
                     continue
             began = time.monotonic()
             try:
-                result = runner.run(
-                    entry, data, request_id=request_id(base, s, e), deadline=deadline
-                )
+                if isinstance(entry, ForEachEntry):
+                    item_base = _sha1_bits(base, f"{s}.{e}").to_bytes(16)
+                    result = _fan_out(entry, runner, data, item_base, limits, tally, where)
+                else:
+                    result = runner.run(
+                        entry, data, request_id=request_id(base, s, e), deadline=deadline
+                    )
             except RunStoppedError as err:  # the daemon is stopping: the run ends here
                 records.append(
                     StepResult(name, "failed", s, e, err.attempts, ms_since(began), error=str(err))
@@ -264,7 +329,7 @@ def _run_chain(
                 )
                 log.warning("%s failed after %d ms: %s", where, ms_since(began), error)
                 if deadline is not None and time.monotonic() >= deadline:
-                    stop = timeout
+                    stop = limits.timeout
                 elif isinstance(entry, str) or not entry.continue_on_error:
                     stop = error
                 continue
@@ -277,13 +342,101 @@ def _run_chain(
                 "" if result.attempts == 1 else "s",
             )
             if deadline is not None and time.monotonic() >= deadline:
-                stop = timeout
+                stop = limits.timeout
                 continue
             merged.update(result.output)
             produced = True
         if stop is None and produced:
             data = merged
     return stop, data
+
+
+def _fan_out(
+    entry: ForEachEntry,
+    runner: StepRunner,
+    data: dict[str, Any],
+    base: bytes,
+    limits: Limits,
+    tally: Tally,
+    where: str,
+) -> EntryOutput:
+    """Run a for_each's sub-chain once per item, at most max_parallel at once.
+
+    Raises ChainError when the list is not there, or when every item failed."""
+    found, items, why = resolve(data, entry.for_each)
+    if not found or not isinstance(items, list):
+        raise ChainError(
+            runner.job_id,
+            f"for_each {entry.for_each!r}: "
+            + (why if not found else f"expected a list, found {kind_of(items)}"),
+        )
+    chosen: list[tuple[int, Any]] = []
+    for index, item in enumerate(items):
+        holds = entry.when is None or evaluate(entry.when, _item_input(item))[0]
+        if holds:
+            chosen.append((index, item))
+    if len(chosen) < len(items):
+        log.info(
+            "%s: %d of %d item(s) left out by when", where, len(items) - len(chosen), len(items)
+        )
+
+    def one(index: int, item: Any) -> dict[str, Any]:
+        key = _item_key(entry, index, item)
+        records: list[StepResult] = []
+        item_base = _sha1_bits(base, str(index)).to_bytes(16)
+        began = time.monotonic()
+        with item_context(key):
+            try:
+                stop, output = _run_chain(
+                    entry.steps, runner, _item_input(item), records, item_base, limits, tally
+                )
+            except RunCancelledError:
+                raise
+            except RunStoppedError as err:
+                stop, output = str(err), {}
+            if stop is None:
+                log.debug("item done in %d ms", ms_since(began))
+            else:
+                log.warning("item failed after %d ms: %s", ms_since(began), stop)
+        result: dict[str, Any] = {
+            "index": index,
+            "key": key,
+            "status": "failed" if stop else "success",
+        }
+        result.update({"error": stop} if stop else {"output": output})
+        return result
+
+    # Items run in threads of their own; each keeps the run's log context.
+    with ThreadPoolExecutor(max_workers=max(1, min(entry.max_parallel, len(chosen)))) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, one, i, item) for i, item in chosen]
+        done = [future.result() for future in futures]
+    failed = [item for item in done if item["status"] == "failed"]
+    with tally.lock:
+        tally.processed += len(done)
+        tally.failed += len(failed)
+        tally.succeeded += len(done) - len(failed)
+        tally.errors.extend(f"item {item['key']}: {item['error']}" for item in failed)
+    if done and len(failed) == len(done):
+        raise ChainError(
+            runner.job_id,
+            f"every item failed ({len(done)} of {len(done)}); the first: {failed[0]['error']}",
+        )
+    output = {"items": done, "succeeded": len(done) - len(failed), "failed": len(failed)}
+    return EntryOutput(output, 1)
+
+
+def _item_input(item: Any) -> dict[str, Any]:
+    """The sub-chain's input: the item itself, or {"item": value} for one that is no object."""
+    return dict(item) if isinstance(item, dict) else {"item": item}
+
+
+def _item_key(entry: ForEachEntry, index: int, item: Any) -> str:
+    """How logs and results name an item: its `key` field's value, else its index."""
+    if entry.key is not None:
+        found, value, _ = resolve(_item_input(item), entry.key)
+        if found and isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)[:80]
+    return str(index)
 
 
 def redact_step(step: StepResult, redactor: Redactor) -> StepResult:

@@ -72,6 +72,19 @@ class RunResult:
     output: dict[str, Any] | None = field(default=None)
     dry_run: bool = False
     """Nothing was sent: calls were only logged (the job's or the run's `dry_run`)."""
+    changed: bool | None = None
+    """detect_changes: the output differs from the last successful run's; None when not
+    compared (no detect_changes, the first run: a baseline, a failed run)."""
+    diff: tuple[dict[str, Any], ...] | None = None
+    """What changed: {"path", "change": added | removed | changed, "old", "new"}, capped."""
+    items_processed: int = 0
+    items_succeeded: int = 0
+    items_failed: int = 0
+    changes_detected: int = 0
+    errors: tuple[str, ...] = ()
+    """The errors of failed for_each items ("item KEY: error"), capped."""
+    alerts: tuple[dict[str, Any], ...] = ()
+    """Alerts about this run: {"kind", "channel", "status": sent | failed | held, "error"}."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", cap_output(self.output))
@@ -96,7 +109,21 @@ class RunResult:
             "steps": [step.to_dict() for step in self.steps],
             "output": self.output,
             "dry_run": self.dry_run,
+            "changed": self.changed,
+            "diff": None if self.diff is None else list(self.diff),
+            "items_processed": self.items_processed,
+            "items_succeeded": self.items_succeeded,
+            "items_failed": self.items_failed,
+            "changes_detected": self.changes_detected,
+            "errors": list(self.errors),
+            "alerts": list(self.alerts),
+            "alerts_sent": self.alerts_sent,
+            "alert_errors": [a["error"] for a in self.alerts if a.get("status") == "failed"],
         }
+
+    @property
+    def alerts_sent(self) -> int:
+        return sum(1 for alert in self.alerts if alert.get("status") == "sent")
 
 
 def new_run_id() -> str:

@@ -100,7 +100,9 @@ class StepRunner:
             return self._integration(entry.id, entry.input, data, request_id, deadline)
         if isinstance(entry, HttpEntry):
             return self._http(entry, data, request_id, deadline)
-        return self._function(entry, data, request_id, deadline)
+        if isinstance(entry, FunctionEntry):
+            return self._function(entry, data, request_id, deadline)
+        raise TypeError("a for_each entry is run by poller.run.chain, not as one call")
 
     def _integration(
         self,

@@ -125,6 +125,17 @@ class Store(Protocol):
         """Set jobs' grid and anchor (their last fire only ever moves through claim())."""
         ...
 
+    # --- monitoring --------------------------------------------------------------------
+
+    def note(self, job_id: str, name: str) -> Any | None:
+        """What a job's monitoring noted under `name` (JSON), or None: a change-detection
+        baseline, alert state (poller.monitor)."""
+        ...
+
+    def save_note(self, job_id: str, name: str, value: Any) -> None:
+        """Keep a JSON value under (job, name), replacing the one before."""
+        ...
+
     # --- reads -----------------------------------------------------------------------
 
     def get(self, run_id: str) -> dict[str, Any] | None:

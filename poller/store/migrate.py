@@ -3,7 +3,9 @@
 Version 1 (Poller before the store package) hashed a whole job into `jobs.definition`;
 version 2 keeps the fingerprint of its fire grid (`jobs.grid`) instead, and each job's last
 claimed fire lives in the claim journal (poller.store.journal), as version 1's `.fires`
-ledger already held it. A file this code cannot read is reported and left as it is.
+ledger already held it. Version 3 adds `notes`: what a job's monitoring remembers
+(its change-detection baseline, its alert state). A file this code cannot read is
+reported and left as it is.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from poller.errors import StateFileError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RECORD_VERSION = 1
 """The version of the run record JSON (SPEC §4) in runs.version; newer rows are reported."""
 
@@ -37,6 +39,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS runs_one_per_fire
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id, started_at);
 CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_at);
 CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = 'running';
+CREATE TABLE IF NOT EXISTS notes (
+    job_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (job_id, name)
+) WITHOUT ROWID;
 """
 JOBS_DDL = """
 CREATE TABLE {name} (
@@ -108,17 +116,18 @@ def last_fires(db: sqlite3.Connection) -> list[tuple[str, str]]:
 
 
 def upgrade(db: sqlite3.Connection, path: Path, version: int) -> None:
-    """Bring a version 1 file to the current schema in one transaction (the daemon only;
-    its last fires are in the claim journal by now)."""
+    """Bring an older file to the current schema in one transaction (the daemon only; a
+    version 1 file's last fires are in the claim journal by now)."""
     try:
         db.execute("BEGIN IMMEDIATE")
-        run_ddl(db, DDL)
-        run_ddl(db, JOBS_DDL.format(name="jobs_v2") + ";")
-        # The grid that set each anchor is not known (version 1 hashed the whole job):
-        # NULL keeps the anchor, and the next start records the grid it runs on.
-        db.execute("INSERT INTO jobs_v2 SELECT job_id, NULL, anchor FROM jobs")
-        db.execute("DROP TABLE jobs")
-        db.execute("ALTER TABLE jobs_v2 RENAME TO jobs")
+        run_ddl(db, DDL)  # the tables and indexes a newer version added
+        if version < 2:
+            run_ddl(db, JOBS_DDL.format(name="jobs_v2") + ";")
+            # The grid that set each anchor is not known (version 1 hashed the whole job):
+            # NULL keeps the anchor, and the next start records the grid it runs on.
+            db.execute("INSERT INTO jobs_v2 SELECT job_id, NULL, anchor FROM jobs")
+            db.execute("DROP TABLE jobs")
+            db.execute("ALTER TABLE jobs_v2 RENAME TO jobs")
         db.execute(
             "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )

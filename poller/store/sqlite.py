@@ -233,6 +233,28 @@ class SqliteStore:
                 rows,
             )
 
+    # --- monitoring --------------------------------------------------------------------
+
+    def note(self, job_id: str, name: str) -> Any | None:
+        if self.schema_version < 3:  # a read-only look at an older file: nothing noted yet
+            return None
+        rows = self._read("SELECT value FROM notes WHERE job_id = ? AND name = ?", (job_id, name))
+        if not rows:
+            return None
+        try:
+            return json.loads(rows[0][0])
+        except ValueError:
+            return None  # unreadable: the job starts anew (a new baseline, no failures)
+
+    def save_note(self, job_id: str, name: str, value: Any) -> None:
+        text = json.dumps(value, separators=(",", ":"), default=str)
+        with self._writing(f"saving the {name} of job {job_id}"):
+            self._db.execute(
+                "INSERT INTO notes VALUES (?1, ?2, ?3) "
+                "ON CONFLICT (job_id, name) DO UPDATE SET value = ?3",
+                (job_id, name, text),
+            )
+
     # --- reads -----------------------------------------------------------------------
 
     def get(self, run_id: str) -> dict[str, Any] | None:

@@ -232,3 +232,21 @@ def test_one_daemon_per_store(make_store: Callable[[], Store]) -> None:
     make_store().acquire_daemon_lock()
     with pytest.raises(PollerError, match=r"in use by another Poller daemon \(pid"):
         make_store().acquire_daemon_lock()
+
+
+def test_notes_are_kept_per_job_and_name_and_seen_by_other_handles(
+    make_store: Callable[[], Store],
+) -> None:
+    store = make_store()
+    assert store.note("a", "baseline") is None
+    store.save_note("a", "baseline", {"fingerprint": "x", "leaves": {"k": [1, "é"]}})
+    store.save_note("a", "alerts", {"failing": True})
+    store.save_note("b", "baseline", {"fingerprint": "y"})
+    store.save_note("a", "baseline", {"fingerprint": "z"})  # replaces
+    reader = store.open_reader()
+    assert reader.note("a", "baseline") == {"fingerprint": "z"}
+    assert reader.note("a", "alerts") == {"failing": True}
+    assert reader.note("b", "baseline") == {"fingerprint": "y"}
+    assert reader.note("b", "alerts") is None
+    store.close()
+    assert make_store().note("a", "alerts") == {"failing": True}  # across a restart
