@@ -73,11 +73,6 @@ class ChangeTracker:
                 return None
         return comparison
 
-    def forget(self, job_ids: set[str]) -> None:
-        with self._lock:
-            for job_id in job_ids:
-                self._baselines.pop(job_id, None)
-
     def _baseline(self, job_id: str) -> Baseline | None:
         if job_id not in self._baselines:
             stored = None if self.store is None else self.store.note(job_id, BASELINE_NOTE)
@@ -245,12 +240,6 @@ class Monitor:
                 self.save(record)
             except Exception:
                 log.exception("run %s: its alert deliveries could not be recorded", record.run_id)
-
-    def record_of(self, run_id: str) -> RunResult | None:
-        """The newest record of a run with alerts still going out, else None."""
-        with self._lock:
-            pending = self._pending.get(run_id)
-            return None if pending is None else pending.record
 
     def _note_outcome(self, job_id: str, failed: bool) -> bool:
         """Keep whether the job is failing; True when this run is an alert's occasion (a

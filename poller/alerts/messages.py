@@ -7,7 +7,7 @@ daemon's own lines, which the monitor redacts: nothing here sees a secret.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from poller.run.changes import paths_changed
@@ -38,7 +38,6 @@ class Alert:
     at: str = ""
     held_back: int = 0
     """A summary: how many alerts of this job and kind the rate limit held back."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def body(self) -> str:
         """The plain text of a mail, and (shortened) a webhook's `text`."""
@@ -62,7 +61,6 @@ class Alert:
             "url": self.url,
             "at": self.at,
             "held_back": self.held_back,
-            **self.extra,
         }
         normalised: dict[str, Any] = json.loads(json.dumps(payload, default=json_default))
         return normalised
@@ -127,9 +125,7 @@ def about_misfire(record: dict[str, Any], url: str | None, at: str) -> Alert:
 
 
 def about_daemon(line: str, at: str) -> Alert:
-    return Alert(
-        kind="daemon", job_id="-", subject=f"Poller: {line}", reason=line, status=None, at=at
-    )
+    return Alert(kind="daemon", job_id="-", subject=f"Poller: {line}", reason=line, at=at)
 
 
 def summary(latest: Alert, held_back: int, window: str) -> Alert:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from poller.alerts.channels import DeliveryError, deliver
 from poller.alerts.messages import Alert, summary
@@ -63,7 +63,6 @@ class Counts:
     failed: int = 0
     held: int = 0
     dropped: int = 0
-    by_kind: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class AlertSender:
@@ -237,6 +236,4 @@ class AlertSender:
         )
         with self._cond:
             self.counts.sent += 1
-            key = (alert.kind, delivery.channel)
-            self.counts.by_kind[key] = self.counts.by_kind.get(key, 0) + 1
         delivery.on_done(delivery, "sent", None)

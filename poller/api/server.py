@@ -8,7 +8,6 @@ Here too the key is settled (configured, else generated and kept) and the Host n
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import threading
@@ -23,6 +22,7 @@ from pydantic import SecretStr
 
 from poller.api.app import build_app
 from poller.api.security import LOOPBACK_NAMES, key_path, load_or_create_key
+from poller.config.base import is_loopback
 from poller.errors import PollerError
 
 if TYPE_CHECKING:
@@ -75,15 +75,6 @@ class ApiServer:
 
     def _serve(self) -> None:
         asyncio.run(self.server.serve(sockets=[self.sock]))
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def allowed_hosts(settings: ApiSettings) -> frozenset[str] | None:

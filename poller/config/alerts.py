@@ -5,13 +5,12 @@ poller.alerts' work and comparing poller.run.changes'.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 
-from poller.config.base import Model
+from poller.config.base import Model, is_loopback
 from poller.config.constraints import HTTP_URL_PATTERN, text_matching
 from poller.config.environments import PUBLIC_HEADERS
 
@@ -75,7 +74,7 @@ class SmtpChannel(Model):
     def _credentials(self) -> SmtpChannel:
         if (self.username is None) != (self.password is None):
             raise ValueError('expected both "username" and "password", or neither')
-        if self.password is not None and not self.starttls and not _is_loopback(self.host):
+        if self.password is not None and not self.starttls and not is_loopback(self.host):
             raise ValueError(
                 'a password is never sent in clear to another machine: set "starttls": true'
             )
@@ -83,15 +82,6 @@ class SmtpChannel(Model):
 
     def secret_values(self) -> list[str]:
         return [self.password.get_secret_value()] if self.password else []
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _channel_kind(value: Any) -> str | None:

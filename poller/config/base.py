@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from pydantic import BaseModel, ConfigDict
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a configured host is this machine only ("localhost", 127.0.0.1, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Model(BaseModel):
