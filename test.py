@@ -642,6 +642,17 @@ def test_results_round_trip_and_carry_the_run(
         "steps",
         "output",
         "dry_run",
+        # SPEC §9: change detection, fan-out counts and alerts
+        "changed",
+        "diff",
+        "items_processed",
+        "items_succeeded",
+        "items_failed",
+        "changes_detected",
+        "errors",
+        "alerts",
+        "alerts_sent",
+        "alert_errors",
     ]
     assert result["dry_run"] is False
     at = datetime(2024, 5, 1, 8, tzinfo=UTC)
