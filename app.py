@@ -19,6 +19,7 @@ from types import FrameType
 
 from poller import timeformat, tuning
 from poller.clock import Flag, SystemClock
+from poller.commands.alerttest import cmd_alert_test
 from poller.commands.check import cmd_check
 from poller.commands.foreground import cmd_run
 from poller.commands.history import cmd_history
@@ -190,6 +191,7 @@ COMMANDS: dict[str, Callable[[ConfigSource, argparse.Namespace], int]] = {
     "jobs": cmd_jobs,
     "run": cmd_run,
     "history": cmd_history,
+    "alert-test": cmd_alert_test,
 }
 
 

@@ -92,7 +92,7 @@ def about_run(kind: str, record: dict[str, Any], url: str | None, at: str) -> Al
         count = paths_changed(diff)
         subject = f"Poller: job {job_id}: the output changed"
         lines.append(f"{count} path(s) changed:" if count else "The output changed.")
-        lines.extend(_diff_line(entry) for entry in (diff or [])[:DIFF_LINES])
+        lines.extend(diff_line(entry) for entry in (diff or [])[:DIFF_LINES])
     lines.append(f"Run {record.get('run_id')} ({record.get('trigger')}), {status}, at {at}.")
     return Alert(
         kind=kind,
@@ -158,7 +158,8 @@ def trial_alert(channel: str, at: str) -> Alert:
     )
 
 
-def _diff_line(entry: dict[str, Any]) -> str:
+def diff_line(entry: dict[str, Any]) -> str:
+    """One entry of a diff, as a line: "  ~ price: 1 → 2"."""
     change = entry.get("change")
     path = entry.get("path") or "(the output)"
     if change == "omitted":

@@ -11,6 +11,7 @@ import json
 import textwrap
 from typing import Any
 
+from poller.alerts.messages import diff_line
 from poller.commands.options import (
     EXIT_OK,
     EXIT_USAGE,
@@ -102,13 +103,32 @@ def show_runs(
             str(run.get("status") or "") + (" (dry run)" if run.get("dry_run") else ""),
             duration(run.get("started_at"), run.get("finished_at")),
             str(run.get("run_id") or ""),
+            monitoring_note(run),
             shorten(str(run.get("reason") or "")),
         ]
         for run in runs
     ]
-    headers = ["started", "job", "trigger", "status", "duration", "run id", "reason"]
+    headers = ["started", "job", "trigger", "status", "duration", "run id", "notes", "reason"]
     print("\n".join(table(headers, rows)))
     return EXIT_OK
+
+
+def monitoring_note(run: dict[str, Any]) -> str:
+    """SPEC §9 in a few words: "changed, items 4/5, 1 alert (1 failed)"."""
+    notes = []
+    if run.get("changed"):
+        notes.append("changed")
+    processed = int(run.get("items_processed") or 0)
+    if processed:
+        notes.append(f"items {int(run.get('items_succeeded') or 0)}/{processed}")
+    alerts = run.get("alerts") or []
+    if alerts:
+        failed = sum(1 for alert in alerts if alert.get("status") == "failed")
+        notes.append(
+            f"{len(alerts)} alert{'s' if len(alerts) != 1 else ''}"
+            + (f" ({failed} failed)" if failed else "")
+        )
+    return ", ".join(notes)
 
 
 def unknown_job(job_id: str, job_ids: set[str] | None, database: str) -> str:
@@ -163,6 +183,7 @@ def run_lines(record: dict[str, Any]) -> list[str]:
     for name, value in fields:
         if value:
             lines += wrapped(f"{name:<11}", str(value))
+    lines += monitoring_lines(record)
     steps = record.get("steps") or []
     if steps:
         lines.append("steps")
@@ -190,6 +211,30 @@ def run_lines(record: dict[str, Any]) -> list[str]:
         lines += ["  " + line for line in text[:OUTPUT_LINES]]
         if len(text) > OUTPUT_LINES:
             lines.append(f"  … {len(text) - OUTPUT_LINES} more lines (--json shows them)")
+    return lines
+
+
+def monitoring_lines(record: dict[str, Any]) -> list[str]:
+    """Items, the change and the alerts of a run (SPEC §9), when it has them."""
+    lines: list[str] = []
+    processed = int(record.get("items_processed") or 0)
+    if processed:
+        counts = (
+            f"{processed} processed: {record.get('items_succeeded', 0)} succeeded, "
+            f"{record.get('items_failed', 0)} failed"
+        )
+        lines += wrapped(f"{'items':<11}", counts)
+        for error in record.get("errors") or []:
+            lines += wrapped("  ", str(error))
+    changed = record.get("changed")
+    if changed is not None:  # None: not compared, or the job's first run (the baseline)
+        lines += wrapped(f"{'changed':<11}", "yes" if changed else "no")
+        lines += [diff_line(entry) for entry in record.get("diff") or []]
+    for alert in record.get("alerts") or []:
+        text = f"{alert.get('kind')} to {alert.get('channel')}: {alert.get('status')}"
+        if alert.get("error"):
+            text += f" ({alert['error']})"
+        lines += wrapped(f"{'alert':<11}", text)
     return lines
 
 

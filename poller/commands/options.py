@@ -124,16 +124,17 @@ def guard_pipe(command: Callable[[], int]) -> int:
     return code
 
 
-def close_ids(job_id: str, job_ids: Iterable[str]) -> str:
-    """ "did you mean …?" with the ids most like `job_id` (ignoring case), else a few ids."""
+def close_ids(job_id: str, job_ids: Iterable[str], what: str = "jobs") -> str:
+    """ "did you mean …?" with the ids most like `job_id` (ignoring case), else a few ids
+    (of `what`: jobs, channels)."""
     by_folded = {known.casefold(): known for known in sorted(job_ids)}
     folded = difflib.get_close_matches(job_id.casefold(), list(by_folded), n=5, cutoff=0.5)
     if folded:
         return "did you mean " + ", ".join(by_folded[match] for match in folded) + "?"
     if not by_folded:
-        return "it has no jobs"
+        return f"it has no {what}"
     names = list(by_folded.values())
-    return "its jobs: " + ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
+    return f"its {what}: " + ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
 
 
 def shorten(text: str, width: int = REASON_CHARS) -> str:

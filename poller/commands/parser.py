@@ -12,11 +12,13 @@ Poller runs chains of API calls on schedules. Without a command it runs the daem
 ./config.json (or --config PATH, or $POLLER_CONFIG) until Ctrl-C or SIGTERM; edit the
 file while it runs and it reloads.
 
-The commands beside it only read, and need none of the daemon's secrets (but `run`):
+The commands beside it only read, and need none of the daemon's secrets (but `run` and
+`alert-test`):
   app.py check               is the config valid, and when does each job fire next?
   app.py jobs                every job at a glance: schedule, next fire, last run
   app.py history [JOB_ID]    recent runs, newest first; --run RUN_ID shows one in full
   app.py run JOB_ID          run a job's chain now and print what it did
+  app.py alert-test CHANNEL  send a test alert over one of settings.alerts' channels
 """
 
 
@@ -75,6 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("job_id", metavar="JOB_ID", help="the job's id (app.py jobs lists them)")
     run.add_argument(
         "--force", action="store_true", help="run even on one of the job's blackout days"
+    )
+    run.add_argument(
+        "--alerts",
+        action="store_true",
+        help="send the run's alerts and pings as the daemon would, and move its change "
+        "baseline (without it a manual run only says whether the output changed)",
+    )
+
+    alert_test = _command(
+        commands,
+        "alert-test",
+        "send a test alert over one channel",
+        "Send one test alert over a channel of settings.alerts (it needs the channel's "
+        "secrets in this shell), and say whether it was delivered. Exit 0 when it was, 1 "
+        "when the channel failed, 2 on a usage or config error.",
+    )
+    alert_test.add_argument(
+        "channel", metavar="CHANNEL", help="the channel's name in settings.alerts"
     )
 
     history = _command(
