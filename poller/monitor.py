@@ -111,6 +111,8 @@ class Monitor:
             settings = config.settings
             self.sender = AlertSender(settings.alerts, settings.alert_window_seconds)
             self.pinger = Pinger()
+        self.api_url: str | None = None
+        """The API's address once it listens (its real port): alerts link to its page."""
         self._failing: dict[str, dict[str, Any]] = {}
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
@@ -267,7 +269,7 @@ class Monitor:
 
     def _link(self, run_id: str) -> str | None:
         settings = self.config.settings
-        base = settings.public_url
-        if base is None and settings.api.enabled:
+        base = settings.public_url or self.api_url
+        if base is None and settings.api.enabled:  # `app.py run`: where the daemon listens
             base = f"http://{settings.api.host}:{settings.api.port}"
         return None if base is None else f"{base}/ui#run={run_id}"

@@ -144,11 +144,35 @@ class _DaemonState:
             "Config reloads refused (invalid file; the last good config was kept).",
             value=daemon.reloads["failed"],
         )
+        yield from _monitoring(daemon)
         yield GaugeMetricFamily(
             "poller_loop_last_tick_timestamp_seconds",
             "When the scheduler loop last ran (Unix time).",
             value=daemon.last_tick.timestamp(),
         )
+
+
+def _monitoring(daemon: Daemon) -> Iterator[Metric]:
+    """The alert sender's and the pinger's counts (SPEC §9)."""
+    sender, pinger = daemon.monitor.sender, daemon.monitor.pinger
+    if sender is not None:
+        alerts = CounterMetricFamily(
+            "poller_alerts",
+            "Alert deliveries by outcome: sent, failed (after retries), held (by the rate "
+            "limit, then summed up), dropped (the queue was full).",
+            labels=["outcome"],
+        )
+        counts = sender.counts
+        for outcome in ("sent", "failed", "held", "dropped"):
+            alerts.add_metric([outcome], getattr(counts, outcome))
+        yield alerts
+    if pinger is not None:
+        pings = CounterMetricFamily(
+            "poller_pings", "ping_url calls by outcome (failed: after a retry).", labels=["outcome"]
+        )
+        pings.add_metric(["sent"], pinger.sent)
+        pings.add_metric(["failed"], pinger.failed)
+        yield pings
 
 
 router = APIRouter()

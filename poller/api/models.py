@@ -87,6 +87,25 @@ class StepOut(BaseModel):
     reason: str | None = None
 
 
+class DiffOut(BaseModel):
+    """One changed path: added, removed or changed (with old and new), or how many more
+    were omitted."""
+
+    path: str = ""
+    change: Literal["added", "removed", "changed", "omitted"]
+    old: Any = None
+    new: Any = None
+    count: int | None = None
+
+
+class AlertOut(BaseModel):
+    kind: str = Field(description="failure, recovery, change or misfire.")
+    channel: str
+    status: Literal["pending", "sent", "failed", "held", "dropped"]
+    error: str | None = None
+    attempts: int | None = None
+
+
 class RunOut(BaseModel):
     """A SPEC §4 run record (secrets redacted). A record the history cannot read has only
     run_id, status "unreadable" and reason."""
@@ -103,6 +122,24 @@ class RunOut(BaseModel):
     steps: list[StepOut] = Field(default_factory=list)
     output: dict[str, Any] | None = None
     dry_run: bool = Field(False, description="Nothing was sent: calls were only logged.")
+    changed: bool | None = Field(
+        None,
+        description="detect_changes: the output differs from the last successful run's; "
+        "null when not compared, and for the first run (the baseline).",
+    )
+    diff: list[DiffOut] | None = Field(None, description="What changed, capped at 50 entries.")
+    items_processed: int = Field(0, description="for_each items run.")
+    items_succeeded: int = 0
+    items_failed: int = 0
+    changes_detected: int = Field(0, description="for_each items the diff touches.")
+    errors: list[str] = Field(
+        default_factory=list, description="The failed items' errors, capped at 20."
+    )
+    alerts: list[AlertOut] = Field(
+        default_factory=list, description="One entry per alert and channel."
+    )
+    alerts_sent: int = 0
+    alert_errors: list[str] = Field(default_factory=list)
 
 
 class RunBrief(BaseModel):

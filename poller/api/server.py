@@ -142,6 +142,7 @@ def start_api(daemon: Daemon, config_path: Path) -> ApiServer | None:
         key = configured.get_secret_value()
     sock = bind(settings.host, settings.port)
     server = serve(build_app(daemon, config_path, key, allowed_hosts(settings)), sock)
+    daemon.monitor.api_url = server.url  # alerts link to runs on the page
     if key_file is not None:
         server.page_address = f"{server.url}/ui#key={key}"
     log.info(

@@ -109,6 +109,10 @@ def show_runs(
         for run in runs
     ]
     headers = ["started", "job", "trigger", "status", "duration", "run id", "notes", "reason"]
+    if not any(row[6] for row in rows):  # no job here detects changes, fans out or alerts
+        del headers[6]
+        for row in rows:
+            del row[6]
     print("\n".join(table(headers, rows)))
     return EXIT_OK
 

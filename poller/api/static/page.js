@@ -8,6 +8,7 @@ let followed = null;  // the run started from this page, followed until it has f
 let followedUntil = 0;  // ... or for 30 s at most
 let timer = null;
 let generation = 0;
+let wanted = null;  // a run named by the address (#run=ID, an alert's link): shown, once
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -163,8 +164,8 @@ function renderRuns(jobId, runs) {
   document.getElementById("detail-title").textContent = `Recent runs of ${jobId}`;
   const box = document.getElementById("runs");
   if (!runs.length) { box.replaceChildren(el("div", {class: "empty"}, "No runs yet.")); return; }
-  box.replaceChildren(...runs.map(run => el("div", {class: "run", "data-run-id": run.run_id},
-    el("div", {class: "head"}, badge(run.status), dryBadge(run),
+  box.replaceChildren(...runs.map(run => el("div", {class: run.run_id === wanted?.run_id ? "run wanted" : "run", "data-run-id": run.run_id},
+    el("div", {class: "head"}, badge(run.status), dryBadge(run), changedBadge(run),
       el("span", {}, wall(run.started_at)),
       el("span", {class: "small"}, `${run.trigger || ""} · ${duration(run.duration_ms)}`),
       el("span", {class: "small"}, run.run_id),
@@ -175,7 +176,46 @@ function renderRuns(jobId, runs) {
         el("td", {}, `${step.step + 1}` + (step.entry ? `.${step.entry + 1}` : "")), el("td", {class: "entry"}, step.id), el("td", {}, badge(step.status)),
         el("td", {}, step.attempts), el("td", {class: "time"}, step.status === "skipped" ? "" : duration(step.duration_ms)),
         stepDetails(step)))))
-      : null)));
+      : null,
+    monitoring(run))));
+  const shown = wanted && box.querySelector(`[data-run-id="${CSS.escape(wanted.run_id)}"]`);
+  if (shown && !wanted.scrolled) { shown.scrollIntoView({block: "center"}); wanted.scrolled = true; }
+}
+
+function changedBadge(run) {
+  return run.changed === true ? el("span", {class: "badge changed"}, "changed") : null;
+}
+
+// SPEC §9 on a run: its for_each items, what changed (the diff) and which alerts went out.
+// Every value is text (a platform's answer, an error): never markup.
+function monitoring(run) {
+  const parts = [];
+  if (run.items_processed) {
+    parts.push(el("div", {class: "items"},
+      `items: ${run.items_processed} processed, ${run.items_succeeded} succeeded, ${run.items_failed} failed`,
+      run.errors?.length ? el("ul", {class: "errors"}, run.errors.map(error => el("li", {}, error))) : null));
+  }
+  if (run.changed === true && run.diff?.length) {
+    parts.push(el("div", {class: "diff"}, "changed:",
+      el("ul", {}, run.diff.map(entry => el("li", {class: `d-${entry.change}`}, diffText(entry))))));
+  }
+  if (run.alerts?.length) {
+    parts.push(el("div", {class: "alerts"}, "alerts:",
+      el("ul", {}, run.alerts.map(alert => el("li", {class: `a-${alert.status}`},
+        `${alert.kind} to ${alert.channel}: ${alert.status}`
+        + (alert.attempts > 1 ? ` after ${alert.attempts} attempts` : "")
+        + (alert.error ? ` (${alert.error})` : ""))))));
+  }
+  return parts.length ? el("div", {class: "monitoring"}, parts) : null;
+}
+
+function diffText(entry) {
+  const show = value => JSON.stringify(value);
+  const path = entry.path || "(the output)";
+  if (entry.change === "omitted") return `… and ${entry.count} more`;
+  if (entry.change === "added") return `+ ${path}: ${show(entry.new)}`;
+  if (entry.change === "removed") return `- ${path}: ${show(entry.old)}`;
+  return `~ ${path}: ${show(entry.old)} → ${show(entry.new)}`;
 }
 
 // Only a failure is an error (red); a skip is a normal outcome, shown grey with its reason
@@ -205,10 +245,13 @@ async function refresh() {
   const mine = ++generation;
   try {
     const [status, page] = await Promise.all([api("GET", "/status"), api("GET", `/jobs?offset=${offset}&limit=${PAGE_SIZE}`)]);
+    if (wanted && !wanted.record) await findWanted();
     const path = selected ? `/jobs/${encodeURIComponent(selected)}` : null;
-    const [runs, detail] = path ? await Promise.all([api("GET", `${path}/runs?limit=10`),
+    let [runs, detail] = path ? await Promise.all([api("GET", `${path}/runs?limit=10`),
       api("GET", path).catch(err => { if (err instanceof AuthNeeded) throw err; return null; })])
       : [null, null];
+    if (runs && wanted?.record?.job_id === selected && !runs.some(run => run.run_id === wanted.run_id))
+      runs = [...runs, wanted.record];  // older than the recent ten: shown below them
     if (mine !== generation) return;  // a newer refresh has started: it will draw
     if (!page.jobs.length && offset > 0 && page.total > 0) {  // jobs were removed: last page
       offset = Math.floor((page.total - 1) / PAGE_SIZE) * PAGE_SIZE;
@@ -235,6 +278,17 @@ async function refresh() {
     if (err instanceof AuthNeeded) { askKey(err.message); return; }
     document.getElementById("updated").textContent = "not reachable: " + err.message;
     timer = setTimeout(refresh, REFRESH_MS);
+  }
+}
+
+async function findWanted() {  // the run an alert links to: its job is selected
+  try {
+    wanted.record = await api("GET", `/runs/${encodeURIComponent(wanted.run_id)}`);
+    selected = wanted.record.job_id;
+  } catch (err) {
+    if (err instanceof AuthNeeded) throw err;
+    toast(`run ${wanted.run_id}: ${err.message}`, true);
+    wanted = null;
   }
 }
 
@@ -267,14 +321,19 @@ async function act(event, action, jobId) {
 
 // The address the daemon prints at start carries the key in its fragment (#key=...), which
 // the browser never sends: take it into the tab and out of the address bar and history.
-function keyFromAddress() {
-  const given = new URLSearchParams(location.hash.slice(1)).get("key");
+// An alert links to one run (#run=ID): that job is opened with the run marked.
+function readAddress() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const run = fragment.get("run");
+  if (run) wanted = {run_id: run, record: null, scrolled: false};
+  const given = fragment.get("key");
   if (!given) return;
   sessionStorage.setItem(KEY_STORE, given);
-  history.replaceState(null, "", location.pathname + location.search);
+  history.replaceState(null, "", location.pathname + location.search + (run ? `#run=${encodeURIComponent(run)}` : ""));
 }
 
-keyFromAddress();
+readAddress();
+window.addEventListener("hashchange", () => { readAddress(); if (wanted) refresh(); });
 document.getElementById("prev").addEventListener("click", () => turn(-1));
 document.getElementById("next").addEventListener("click", () => turn(1));
 document.getElementById("keyform").addEventListener("submit", event => {
