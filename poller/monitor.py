@@ -58,11 +58,11 @@ class ChangeTracker:
     def compare(self, job: Job, output: dict[str, Any] | None, run_id: str) -> Comparison | None:
         """This output against the job's baseline (which it then becomes); None when the
         store cannot be read or written (the run's `changed` is then unknown)."""
-        leaves = leaves_of(output, job.detect_changes)
+        compared = leaves_of(output, job.detect_changes)
         with self._lock:
             try:
                 previous = self._baseline(job.id)
-                comparison = compare(previous, leaves, job.detect_changes, run_id, self.redactor)
+                comparison = compare(previous, compared, job.detect_changes, run_id, self.redactor)
                 if self.keep and comparison.changed is not False:
                     if self.store is not None:
                         self.store.save_note(job.id, BASELINE_NOTE, comparison.baseline.to_json())
@@ -162,7 +162,9 @@ class Monitor:
         if self.sender is None:
             return
         for alert, channels in sends:
-            self.sender.submit(alert, channels, self._delivered)
+            if self.sender.submit(alert, channels, self._delivered) == "held":
+                for channel in channels:  # no delivery will end: the entry ends here
+                    self._settle(alert, channel, "held", None, attempts=0)
 
     def daemon_alert(self, line: str) -> None:
         """Poller itself is in trouble (the store, the config file): to the channels of
@@ -216,8 +218,12 @@ class Monitor:
         return record, sends
 
     def _delivered(self, delivery: Delivery, status: str, error: str | None) -> None:
-        """A delivery ended: its entry in the run's record says how."""
-        alert = delivery.alert
+        self._settle(delivery.alert, delivery.channel, status, error, delivery.attempts)
+
+    def _settle(
+        self, alert: Alert, channel: str, status: str, error: str | None, attempts: int
+    ) -> None:
+        """A delivery ended (or was held): its entry in the run's record says how."""
         if alert.run_id is None or alert.held_back:
             return
         with self._lock:
@@ -225,11 +231,11 @@ class Monitor:
             if pending is None:
                 return
             for entry in pending.entries:
-                if entry["kind"] == alert.kind and entry["channel"] == delivery.channel:
+                if entry["kind"] == alert.kind and entry["channel"] == channel:
                     entry.update(
                         status=status,
                         error=None if error is None else self.redactor.text(error),
-                        attempts=delivery.attempts,
+                        attempts=attempts,
                     )
             if all(entry["status"] != "pending" for entry in pending.entries):
                 del self._pending[alert.run_id]

@@ -47,6 +47,7 @@ def _post(channel: WebhookChannel, alert: Alert) -> None:
             headers=headers,
             timeout=channel.timeout_seconds,
             allow_redirects=False,
+            stream=True,  # the status is the answer: an endless or stalled body cannot hold us
         )
     except requests.Timeout:
         raise DeliveryError(f"no answer within {channel.timeout_seconds:g} s") from None

@@ -89,7 +89,10 @@ class Pinger:
         for attempt in (1, 2):
             try:
                 answer = self._session.get(
-                    ping_target(url, event), timeout=TIMEOUT_SECONDS, allow_redirects=False
+                    ping_target(url, event),
+                    timeout=TIMEOUT_SECONDS,
+                    allow_redirects=False,
+                    stream=True,  # only the status counts: a body cannot hold the pinger
                 )
                 answer.close()
                 if answer.status_code < 400:

@@ -99,7 +99,10 @@ class AlertSender:
         with self._cond:
             now = self._monotonic()
             window = self._windows.get(key)
-            if window is not None and now - window.opened < self._window:
+            if window is not None and now - window.opened >= self._window:
+                # Ended, but the thread has not seen it yet: its summary must not be lost.
+                window = self._end_window(key, window, now)
+            if window is not None:
                 window.held += 1
                 window.latest = alert
                 window.channels = channels
@@ -177,20 +180,25 @@ class AlertSender:
         """The next delivery due (queued ones first), opening summaries due; under the lock."""
         now = self._monotonic()
         for key, window in list(self._windows.items()):
-            if now - window.opened < self._window:
-                continue
-            if window.held and window.latest is not None:
-                note = summary(window.latest, window.held, seconds_text(self._window))
-                self._windows[key] = _Window(now, window.channels, window.on_done)
-                for channel in window.channels:
-                    self._enqueue(Delivery(note, channel, window.on_done))
-            else:
-                del self._windows[key]
+            if now - window.opened >= self._window:
+                self._end_window(key, window, now)
         if self._queue:
             return self._queue.popleft()
         if self._retries and self._retries[0][0] <= now:
             return heapq.heappop(self._retries)[2]
         return None
+
+    def _end_window(self, key: tuple[str, str], window: _Window, now: float) -> _Window | None:
+        """Close an ended window; under the lock. One that held alerts back queues their
+        summary and opens the next window (the summary is its one alert); else it goes."""
+        if not window.held or window.latest is None:
+            del self._windows[key]
+            return None
+        note = summary(window.latest, window.held, seconds_text(self._window))
+        self._windows[key] = fresh = _Window(now, window.channels, window.on_done)
+        for channel in window.channels:
+            self._enqueue(Delivery(note, channel, window.on_done))
+        return fresh
 
     def _wait_seconds(self) -> float:
         now = self._monotonic()
