@@ -55,12 +55,20 @@ class Wakeup:
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`; True if woken (and the wake is used up)."""
-        ready, _, _ = select.select([self._read], [], [], max(seconds, 0.0))
+        ready = readable(self._read, seconds)
         if ready:
             with contextlib.suppress(BlockingIOError):  # drained
                 while os.read(self._read, 4096):
                     pass
-        return bool(ready)
+        return ready
+
+
+def readable(fd: int, seconds: float) -> bool:
+    """Wait up to `seconds` for `fd` to be readable. poll, not select: select fails on a
+    descriptor numbered 1024 or more, which a busy daemon's pipes may get."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(seconds, 0.0) * 1000))
 
 
 class SystemClock:
@@ -93,8 +101,7 @@ class SystemClock:
     def sleep(self, seconds: float) -> bool:
         if self._is_stopped:
             return True
-        ready, _, _ = select.select([self._stopped_read], [], [], max(seconds, 0.0))
-        return bool(ready)
+        return readable(self._stopped_read, seconds)
 
     def stop(self) -> None:
         if not self._is_stopped:

@@ -69,7 +69,9 @@ class Daemon:
         self.clock = clock
         self.redactor = redactor or Redactor(config.secret_values())
         self.scheduler = HeapScheduler(clock)
-        self.clients = ClientPool(config.environments, clock, redactor=self.redactor)
+        self.clients = ClientPool(
+            config.environments, clock, redactor=self.redactor, connections=config.calls_at_once()
+        )
         self.monitor = Monitor(config, store, self.redactor, clock, save=store.save_later)
         self.executor = LocalExecutor(
             config.settings.max_workers,
@@ -134,7 +136,12 @@ class Daemon:
         self.monitor.configure(config)
         if config.environments != old.environments:
             self.executor.retire(self.clients)
-            self.clients = ClientPool(config.environments, self.clock, redactor=self.redactor)
+            self.clients = ClientPool(
+                config.environments,
+                self.clock,
+                redactor=self.redactor,
+                connections=config.calls_at_once(),
+            )
         for setting in ("max_workers", "state_db", "durability", "log_file", "log_format", "api"):
             if getattr(config.settings, setting) != getattr(old.settings, setting):
                 log.warning(

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from lookup import ClientPool, PlatformClient, http_call
+from poller.clock import SystemClock
 from poller.config.environments import Environment
 from poller.errors import CallError
 from poller.redaction import Redactor
@@ -521,6 +522,7 @@ def test_http_call_returns_json_text_or_data(platform: PlatformServer) -> None:
                 json_body=None,
                 timeout_seconds=2,
                 request_id="h1",
+                clock=SystemClock(),
             ).output
 
         assert call("/echo", q="1") == {

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,8 @@ from poller.run import chain
 from poller.run.client import ClientPool
 from poller.run.results import RunResult
 from poller.store import SqliteStore
+from tests.daemonproc import wait_until
+from tests.receivers import Recorder
 
 STEPS = """
 import threading, time
@@ -49,45 +48,13 @@ def fetch(data, context):
         with lock:
             state["now"] -= 1
 
+def numbers(data, context):
+    return {"numbers": [{"n": n} for n in range(data["count"])]}
+
 def answer(data, context):
     import json, pathlib
     return json.loads(pathlib.Path(data["file"]).read_text())
 """
-
-
-class Recorder:
-    """A webhook receiver: records each request's path and JSON body."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, Any]] = []
-        self.cond = threading.Condition()
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with recorder.cond:
-                    recorder.requests.append((self.path, json.loads(body or b"null")))
-                    recorder.cond.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, Any]]:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while len(self.requests) < count:
-                left = deadline - time.monotonic()
-                assert left > 0, f"expected {count} requests, got {self.requests}"
-                self.cond.wait(left)
-            return list(self.requests)
 
 
 @pytest.fixture
@@ -182,6 +149,54 @@ def test_for_each_runs_each_chosen_item_and_one_failure_does_not_stop_the_others
     assert body["kind"] == "failure" and "1 of 5 item(s) failed" in body["text"]
     assert "s3cr3t-T0k" not in json.dumps(body) and path == "/hook?token=s3cr3t-T0k"
     assert record["alerts"][0]["status"] == "sent" and record["alerts_sent"] == 1
+
+
+def open_fds() -> int:
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
+
+
+def test_for_each_over_http_keeps_max_parallel_at_the_server_with_no_retry_and_no_leak(
+    tmp_path: Path, hook: Recorder
+) -> None:
+    """48 items, one plain `http` call each, at max_parallel 16 (more than requests'
+    10 pooled connections) to a keep-alive server: at most 16 requests at once there, and
+    exactly one request per item; three runs leave no file descriptor open."""
+    with Recorder(delay_seconds=0.2, answer="json", keep_alive=True) as api:
+        fan = {
+            "id": "wide",
+            "every": "1h",
+            "input": {"count": 48},
+            "integrationIDs": [
+                [{"function": "monitoring_steps:numbers"}],
+                [
+                    {
+                        "for_each": "numbers",
+                        "key": "n",
+                        "max_parallel": 16,
+                        "steps": [[{"http": {"method": "GET", "url": f"{api.url}/item"}}]],
+                    }
+                ],
+            ],
+        }
+        config = make_config(tmp_path, hook.url, [fan])
+        store = SqliteStore(tmp_path / "poller.db")
+        monitor, run = runner(config, store)
+        try:
+            run("wide")  # imports, the store's first writes: what stays open for good
+            before = open_fds()
+            results = [run("wide") for _ in range(3)]
+            settled = wait_until(
+                lambda: open_fds() <= before, timeout=5, what="the runs' connections to close"
+            )
+        finally:
+            monitor.close()
+            store.close()
+    assert settled
+    assert [(r.status, r.items_succeeded, r.items_failed) for r in results] == [
+        ("success", 48, 0)
+    ] * 3
+    assert len(api.received) == 4 * 48  # one request per item: none was sent again
+    assert api.max_concurrent == 16
 
 
 def change_job(answer: Path, **fields: Any) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from poller.commands.options import (
     open_log,
     say,
 )
+from poller.config.chain import calls_at_once
 from poller.config.models import Config, Job
 from poller.errors import ConfigError
 from poller.monitor import Monitor
@@ -71,7 +72,9 @@ def cmd_run(source: ConfigSource, args: argparse.Namespace) -> int:
     if not open_log(config, redactor, stderr=True):
         return EXIT_FAILED
     clock = SystemClock()
-    clients = ClientPool(config.environments, clock, redactor=redactor)
+    clients = ClientPool(
+        config.environments, clock, redactor=redactor, connections=calls_at_once(job.integrationIDs)
+    )
     store = open_history_store(config)
     saved: list[RunResult] = []
     monitor = Monitor(

@@ -295,3 +295,12 @@ def entry_id(entry: IntegrationEntry | HttpEntry | FunctionEntry | ForEachEntry 
     if isinstance(entry, HttpEntry):
         return f"http:{entry.http.method.upper()} {mask_url(entry.http.url.split('?')[0])}"
     return f"function:{entry.function}"
+
+
+def calls_at_once(steps: list[list[Any]]) -> int:
+    """How many calls a run of this chain may make at once: the largest max_parallel of
+    its for_each entries (1 without any)."""
+    return max(
+        (entry.max_parallel for step in steps for entry in step if isinstance(entry, ForEachEntry)),
+        default=1,
+    )

@@ -27,7 +27,7 @@ from pydantic import (
 
 from poller.config.alerts import Alerts, ChangeSpec, Channel, check_http_url
 from poller.config.base import Model
-from poller.config.chain import Entry, HttpEntry, leaf_entries
+from poller.config.chain import Entry, HttpEntry, calls_at_once, leaf_entries
 from poller.config.constraints import (
     CRON_PATTERN,
     DURATION_PATTERN,
@@ -423,6 +423,11 @@ class Config(Model):
                 if isinstance(entry, HttpEntry):
                     values.extend(entry.http.secret_values())
         return [secret.get_secret_value() for secret in secrets] + [v for v in values if v]
+
+    def calls_at_once(self) -> int:
+        """The most platform calls this config's runs may make at once."""
+        most = max((calls_at_once(job.integrationIDs) for job in self.jobs), default=1)
+        return self.settings.max_workers * most
 
     def alerts_of(self, job: Job) -> Alerts | None:
         """The alerts a job sends: its own, else settings.default_alerts."""

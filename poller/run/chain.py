@@ -44,7 +44,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from poller.clock import Clock, SystemClock
-from poller.config.chain import ForEachEntry, HttpEntry, entry_id, leaf_entries
+from poller.config.chain import ForEachEntry, HttpEntry, calls_at_once, entry_id, leaf_entries
 from poller.config.models import Config, Job
 from poller.errors import CallError, ChainError, PollerError, RunCancelledError, RunStoppedError
 from poller.logs import item_context, run_context, run_logger
@@ -220,7 +220,7 @@ def _run_job(
         # A session costs time to build; only chains with plain HTTP entries need one, and
         # it lives as long as the run.
         has_http = any(isinstance(e, HttpEntry) for e in leaf_entries(job.integrationIDs))
-        session = Session() if has_http else None
+        session = Session(calls_at_once(job.integrationIDs)) if has_http else None
         try:
             runner = StepRunner(
                 config=config,
@@ -232,6 +232,7 @@ def _run_job(
                 scheduled_for=scheduled_for,
                 dry_run=is_dry_run,
                 logger=log,
+                clock=clock,
             )
             data = {**job.input, **(input or {})}
             deadline, timeout = None, ""

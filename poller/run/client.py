@@ -180,12 +180,14 @@ class PlatformClient:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         redactor: Redactor | None = None,
+        connections: int = 1,
     ) -> None:
+        """`connections`: the most calls at once (runs times their for_each max_parallel)."""
         self.name = name
         self.environment = environment
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
-        self._session = Session()  # connection pool and cookie jar, shared by runs
+        self._session = Session(connections)  # connection pool and cookie jar, shared by runs
         self.redactor = redactor or Redactor()
         self._login = _Login(name, environment, self._session, self._clock, self.redactor)
         self._policy = RetryPolicy(
@@ -269,7 +271,8 @@ class ClientPool:
     """One PlatformClient per environment name, created on first use and shared by runs.
 
     `redactor` learns every credential its clients use or obtain (tokens, cookies); runs
-    mask their records with it.
+    mask their records with it. `connections`: the most calls at once, to keep that many
+    connections per host (Config.calls_at_once).
     """
 
     def __init__(
@@ -277,9 +280,11 @@ class ClientPool:
         environments: Mapping[str, Environment],
         clock: Clock | None = None,
         redactor: Redactor | None = None,
+        connections: int = 1,
     ) -> None:
         self._environments = dict(environments)
         self._clock = clock
+        self._connections = connections
         self.redactor = redactor or Redactor()
         self._lock = threading.Lock()
         self._clients: dict[str, PlatformClient] = {}
@@ -294,7 +299,13 @@ class ClientPool:
                 if environment is None:
                     reason = f"environment {name!r} is not defined"
                     raise CallError(name, "", None, 0, reason=reason)
-                client = PlatformClient(name, environment, self._clock, redactor=self.redactor)
+                client = PlatformClient(
+                    name,
+                    environment,
+                    self._clock,
+                    redactor=self.redactor,
+                    connections=self._connections,
+                )
                 self._clients[name] = client
             return client
 
@@ -338,10 +349,13 @@ def http_call(
     retries: int = 2,
     max_response_bytes: int = MAX_RESPONSE_BYTES,
     deadline: float | None = None,
-    clock: Clock | None = None,
+    clock: Clock,
     redactor: Redactor | None = None,
 ) -> CallResult:
     """A plain HTTP call (chain entry {"http": ...}) with the platform's retry rules.
+
+    `clock` is the run's: its backoff ends when the daemon stops (a clock of its own per
+    call would also hold two pipes open for good).
 
     Output: the JSON object answered; another JSON value as {"data": value}; a body that is
     not JSON as {"text": body}; an empty body as {}.
@@ -354,10 +368,9 @@ def http_call(
         *(str(v) for k, v in params.items() if is_secret_parameter(k) and v is not None),
         urlsplit(url).password or "",
     )
-    the_clock = clock or SystemClock()
     policy = RetryPolicy(retries, HTTP_BACKOFF_SECONDS, HTTP_BACKOFF_MAX_SECONDS)
     call = Call(
-        "http", display_url(url), policy, timeout_seconds, deadline, the_clock, None, host_of(url)
+        "http", display_url(url), policy, timeout_seconds, deadline, clock, None, host_of(url)
     )
     sent = {"X-Request-ID": request_id, "Idempotency-Key": request_id, **headers}
 
@@ -372,7 +385,7 @@ def http_call(
             timeout=timeout,
             max_bytes=max_response_bytes,
         )
-        check_status(answer, redactor, the_clock)
+        check_status(answer, redactor, clock)
         return answer.status, _plain_output(answer)
 
     return with_retries(call, attempt)

@@ -38,6 +38,7 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from poller.clock import Clock
 from poller.config.chain import Entry, FunctionEntry, HttpEntry, IntegrationEntry
 from poller.config.models import Config
 from poller.errors import ChainError
@@ -89,6 +90,7 @@ class StepRunner:
     scheduled_for: datetime | None
     dry_run: bool
     logger: logging.LoggerAdapter[logging.Logger]
+    clock: Clock
 
     def run(
         self, entry: Entry, data: dict[str, Any], *, request_id: str, deadline: float | None
@@ -162,6 +164,7 @@ class StepRunner:
             max_response_bytes=call.max_response_bytes,
             request_id=request_id,
             deadline=deadline,
+            clock=self.clock,
             redactor=self.clients.redactor,
         )
         return EntryOutput(dict(result.output), result.attempts)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+import requests.adapters
 import urllib3
 
 from poller.clock import Clock
@@ -50,7 +51,17 @@ class Session(requests.Session):
     an environment's `headers` and cookies would follow it. Here every header but those in
     KEPT_ON_REDIRECT is dropped then (a same-host redirect, or http to https on the same
     host, keeps them all).
+
+    It keeps up to `connections` idle connections per host. requests keeps 10: calls beyond
+    that many at once (a for_each with max_parallel 16) would each open a connection and
+    close it after, with a warning in the log.
     """
+
+    def __init__(self, connections: int = requests.adapters.DEFAULT_POOLSIZE) -> None:
+        super().__init__()
+        size = max(connections, requests.adapters.DEFAULT_POOLSIZE)
+        for prefix in ("https://", "http://"):
+            self.mount(prefix, requests.adapters.HTTPAdapter(pool_maxsize=size))
 
     def rebuild_auth(
         self, prepared_request: requests.PreparedRequest, response: requests.Response
@@ -171,7 +182,6 @@ def _read_body(
 ) -> bytes:
     """The decoded body, read in pieces until `deadline` (time.monotonic()) and `max_bytes`."""
     raw = response.raw
-    sock = getattr(getattr(raw, "connection", None), "sock", None)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -179,6 +189,10 @@ def _read_body(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
+            # Looked up on each read: once the body is in, urllib3 gives the connection
+            # back to its pool (connection None), which may close it or hand it to a
+            # thread of its own.
+            sock = getattr(getattr(raw, "connection", None), "sock", None)
             if sock is not None:
                 sock.settimeout(remaining)  # so one slow read cannot outlast the deadline
             chunk = raw.read1(READ_CHUNK_BYTES, decode_content=True)
