@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.apiproc import API_KEY, ApiDaemon, api_settings, start_api_daemon
 from tests.daemonproc import wait_until
+from tests.receivers import Recorder
 
 CHROMIUM = Path("/usr/bin/chromium")
 EVIL = "evil.test"
@@ -439,3 +440,83 @@ def test_an_invalid_config_file_shows_a_banner_and_a_dry_run_a_badge(
         page.close()
     finally:
         running.daemon.stop()
+
+
+WATCHED = """
+import json, pathlib
+
+def sources(data, context):
+    return json.loads((pathlib.Path(__file__).parent / "answer.json").read_text())
+
+def fetch(data, context):
+    if data["name"] == "down":
+        raise RuntimeError("source down is not answering")
+    return {"price": data["price"]}
+"""
+
+
+def test_a_run_shows_its_items_its_diff_and_its_alerts_and_an_alert_link_opens_it(
+    browser: Browser, tmp_path: Path
+) -> None:
+    hostile = "<img src=x onerror=window.pwned=1>"
+    answer = tmp_path / "answer.json"
+    (tmp_path / "watched.py").write_text(WATCHED)
+    sources = [{"name": "a", "price": 1}, {"name": "down", "price": 0}, {"name": "c", "price": 3}]
+    answer.write_text(json.dumps({"sources": sources}))
+    with Recorder() as hook:
+        config = {
+            "settings": {
+                "api": api_settings(),
+                "alerts": {"hook": {"type": "webhook", "url": f"{hook.url}/hook"}},
+                "alert_window_seconds": 0,
+            },
+            "jobs": [
+                {
+                    "id": "watch",
+                    "every": "1h",
+                    "detect_changes": True,
+                    "alerts": {"on": ["change"], "channels": ["hook"]},
+                    "integrationIDs": [
+                        [{"function": "watched:sources"}],
+                        [
+                            {
+                                "for_each": "sources",
+                                "key": "name",
+                                "steps": [[{"function": "watched:fetch"}]],
+                            }
+                        ],
+                    ],
+                }
+            ],
+        }
+        running = start_api_daemon(tmp_path, config)
+        try:
+            first = run_now(running, "watch")
+            assert first["changed"] is None and first["items_failed"] == 1
+            sources[0]["price"] = hostile
+            answer.write_text(json.dumps({"sources": sources}))
+            second = run_now(running, "watch")
+            assert second["changed"] is True, second
+            (_, alert), *_ = hook.wait_for(1)
+            assert alert["kind"] == "change" and alert["run_id"] == second["run_id"]
+            assert alert["url"] == f"{running.url}/ui#run={second['run_id']}"
+            run_now(running, "watch")  # the changed run is no longer the newest
+
+            page = open_page(browser, running)
+            page.goto(alert["url"])  # the alert's own link: the job opens, the run marked
+            shown = page.locator(f"#runs .run.wanted[data-run-id='{second['run_id']}']")
+            expect(shown.locator(".badge.changed")).to_have_text("changed")
+            expect(shown.locator(".items")).to_contain_text(
+                "items: 3 processed, 2 succeeded, 1 failed"
+            )
+            expect(shown.locator(".items .errors li")).to_have_text(
+                ["item down: RuntimeError: source down is not answering"]
+            )
+            expect(shown.locator(".diff li").first).to_contain_text(f"→ {json.dumps(hostile)}")
+            expect(shown.locator(".alerts li")).to_have_text(["change to hook: sent"])
+            expect(page.locator("#runs .run .badge.changed")).to_have_count(1)
+            assert page.evaluate("document.querySelectorAll('#runs img').length") == 0
+            assert page.evaluate("window.pwned") is None
+            page.close()
+        finally:
+            running.daemon.stop()

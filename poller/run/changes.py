@@ -91,17 +91,33 @@ def basis_of(spec: bool | ChangeSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def leaves_of(output: Mapping[str, Any] | None, spec: bool | ChangeSpec) -> Leaves:
-    """The compared leaves of an output: all of it, or its `paths`; never its `ignore`d ones."""
+@dataclass(frozen=True, slots=True)
+class Compared:
+    """The leaves a run is compared on, and the for_each items that failed in it."""
+
+    leaves: Leaves
+    failed_items: tuple[str, ...] = ()
+    """Paths ("items.stock") of items that failed: compared as they were last time."""
+
+
+def leaves_of(output: Mapping[str, Any] | None, spec: bool | ChangeSpec) -> Compared:
+    """The compared leaves of an output: all of it, or its `paths`; never its `ignore`d ones.
+
+    A for_each result is compared on its items' outputs, each under its key (or index when
+    it has none: "items.stock.price"), so a reordered list is no change. Its bookkeeping
+    (status, error, the counts) is not compared: an item that failed is a failure alert,
+    and its answer counts as unchanged until it answers again.
+    """
     data: Mapping[str, Any] = output or {}
     leaves: Leaves = {}
+    failed: list[str] = []
     if isinstance(spec, ChangeSpec) and spec.paths:
         for path in spec.paths:
             found, value, _ = resolve(data, path)
             if found:
-                _flatten(value, path, leaves)
+                _flatten(value, path, leaves, failed)
     else:
-        _flatten(data, "", leaves)
+        _flatten(data, "", leaves, failed)
     if isinstance(spec, ChangeSpec) and spec.ignore:
         patterns = [pattern.split(".") for pattern in spec.ignore]
         leaves = {
@@ -109,17 +125,20 @@ def leaves_of(output: Mapping[str, Any] | None, spec: bool | ChangeSpec) -> Leav
             for path, value in leaves.items()
             if not any(_covers(pattern, path.split(".")) for pattern in patterns)
         }
-    return leaves
+    return Compared(leaves, tuple(failed))
 
 
 def compare(
     previous: Baseline | None,
-    leaves: Leaves,
+    compared: Compared,
     spec: bool | ChangeSpec,
     run_id: str,
     redactor: Redactor,
 ) -> Comparison:
     """Compare a successful run's leaves with the job's baseline."""
+    leaves = compared.leaves
+    if compared.failed_items and previous is not None and previous.leaves is not None:
+        leaves = _carry(previous.leaves, leaves, compared.failed_items)
     fingerprint = hashlib.sha256(_canonical(leaves).encode()).hexdigest()
     shown: Leaves = redactor.value(leaves)
     kept = shown if len(_canonical(shown).encode()) <= LEAVES_MAX_BYTES else None
@@ -167,27 +186,71 @@ def paths_changed(diff: tuple[dict[str, Any], ...] | list[dict[str, Any]] | None
 
 def changed_items(diff: tuple[dict[str, Any], ...] | None) -> int:
     """How many changes a diff counts (changes_detected): the for_each items it touches
-    when every path is an item's ("items.3.…"), else one."""
+    when every path is an item's ("items.stock.…"), else one."""
     if not diff:
         return 0
     items = set()
     for entry in diff:
         parts = str(entry.get("path", "")).split(".")
-        if len(parts) < 2 or parts[0] != "items" or not parts[1].isdigit():
+        if len(parts) < 2 or parts[0] != "items" or entry.get("change") == "omitted":
             return 1
         items.add(parts[1])
     return len(items)
 
 
-def _flatten(value: Any, path: str, into: Leaves) -> None:
-    if isinstance(value, Mapping) and value:
+FAN_OUT_ITEM_KEYS = frozenset({"index", "key", "status", "output", "error"})
+FAN_OUT_COUNTS = ("succeeded", "failed")
+
+
+def _flatten(value: Any, path: str, into: Leaves, failed: list[str]) -> None:
+    def at(key: object) -> str:
+        return f"{path}.{key}" if path else str(key)
+
+    if _is_fan_out(value):
+        keys = [item.get("key") for item in value]
+        by_key = all(isinstance(k, str) and k for k in keys) and len(set(keys)) == len(keys)
+        for item, key in zip(value, keys, strict=True):
+            where = at(key if by_key else item["index"])
+            if item["status"] == "success":
+                _flatten(item.get("output"), where, into, failed)
+            else:
+                failed.append(where)
+    elif isinstance(value, Mapping) and value:
+        counts = FAN_OUT_COUNTS if _is_fan_out(value.get("items")) else ()
         for key, item in value.items():
-            _flatten(item, f"{path}.{key}" if path else str(key), into)
+            if key not in counts:
+                _flatten(item, at(key), into, failed)
     elif isinstance(value, list) and value:
         for index, item in enumerate(value):
-            _flatten(item, f"{path}.{index}" if path else str(index), into)
+            _flatten(item, at(index), into, failed)
     else:
         into[path] = value
+
+
+def _is_fan_out(value: Any) -> bool:
+    """A for_each step's `items` (poller.run.chain): [{index, key, status, output | error}]."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(
+            isinstance(item, Mapping)
+            and item.keys() <= FAN_OUT_ITEM_KEYS
+            and isinstance(item.get("index"), int)
+            and item.get("status") in ("success", "failed")
+            for item in value
+        )
+    )
+
+
+def _carry(old: Leaves, new: Leaves, failed_items: tuple[str, ...]) -> Leaves:
+    """`new`, with the leaves of items that failed now taken from `old`."""
+    prefixes = tuple(f"{item}." for item in failed_items)
+    carried = {
+        path: value
+        for path, value in old.items()
+        if path in failed_items or path.startswith(prefixes)
+    }
+    return {**new, **carried}
 
 
 def _covers(pattern: list[str], parts: list[str]) -> bool:
