@@ -134,7 +134,8 @@ class Daemon:
         summary = ReloadSummary.between(old.jobs, config.jobs)
         self.redactor.configure(config.secret_values())
         self.monitor.configure(config)
-        if config.environments != old.environments:
+        # A wider for_each needs more pooled connections: new clients (runs keep theirs).
+        if config.environments != old.environments or config.calls_at_once() != old.calls_at_once():
             self.executor.retire(self.clients)
             self.clients = ClientPool(
                 config.environments,

@@ -23,6 +23,7 @@ from tests.apiproc import API_KEY, ApiDaemon, api_settings, start_api_daemon
 from tests.conftest import FakeClock
 from tests.daemonproc import REPO, DaemonProcess, wait_until
 from tests.platform import PlatformServer
+from tests.receivers import Recorder
 
 PASSWORD = "platform-password-31"  # the stand-in platform's; also a secret of the config
 HEADER_TOKEN = "header-token-9d2e7"
@@ -449,6 +450,94 @@ def test_status_totals_count_a_failure_as_soon_as_it_is_recorded(tmp_path: Path)
         assert status["totals"]["failed"] == 1 and status["success_rate"] == 0.0
     finally:
         assert running.daemon.stop() == 0
+
+
+WATCHED = """
+import json, pathlib
+
+def sources(data, context):
+    return json.loads((pathlib.Path(__file__).parent / "answer.json").read_text())
+
+def fetch(data, context):
+    if data["name"] == "down":
+        raise RuntimeError("source down is not answering")
+    return {"price": data["price"]}
+"""
+
+
+def test_a_monitored_trigger_returns_items_diff_and_alerts_and_metrics_count_them(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "watched.py").write_text(WATCHED)
+    answer = tmp_path / "answer.json"
+
+    def prices(*values: int) -> None:
+        names = ["a", "b", "down"]
+        sources = [{"name": n, "price": v} for n, v in zip(names, values, strict=True)]
+        answer.write_text(json.dumps({"sources": sources}))
+
+    prices(1, 2, 3)
+    job = {
+        "id": "watch",
+        "time": "03:00",
+        "detect_changes": True,
+        "alerts": {"on": ["failure", "change"], "channels": ["hook"]},
+        "integrationIDs": [
+            [{"function": "watched:sources"}],
+            [{"for_each": "sources", "key": "name", "steps": [[{"function": "watched:fetch"}]]}],
+        ],
+    }
+    with Recorder() as hook:
+        settings = {
+            "api": api_settings(),
+            "alerts": {"hook": {"type": "webhook", "url": f"{hook.url}/hook"}},
+        }
+        running = start_api_daemon(tmp_path, {"settings": settings, "jobs": [job]})
+        try:
+
+            def trigger() -> dict[str, Any]:
+                ended = running.post("/jobs/watch/trigger?wait=true")
+                assert ended.status_code == 200, ended.text
+                run: dict[str, Any] = ended.json()["run"]
+                return run
+
+            def delivered(run_id: str) -> list[tuple[str, str]]:
+                return wait_until(
+                    lambda: (
+                        (a := running.json(f"/runs/{run_id}")["alerts"])
+                        and all(e["status"] != "pending" for e in a)
+                        and sorted((e["kind"], e["status"]) for e in a)
+                    ),
+                    what=f"run {run_id}'s alerts to end",
+                )
+
+            first = trigger()
+            assert (first["status"], first["changed"], first["diff"]) == ("success", None, None)
+            counts = [first[f"items_{n}"] for n in ("processed", "succeeded", "failed")]
+            assert counts == [3, 2, 1]
+            assert first["errors"] == ["item down: RuntimeError: source down is not answering"]
+            assert delivered(first["run_id"]) == [("failure", "sent")]
+
+            prices(5, 2, 3)
+            second = trigger()
+            assert second["changed"] is True and second["changes_detected"] == 1
+            assert second["diff"] == [
+                {"path": "items.a.price", "change": "changed", "old": 1, "new": 5, "count": None}
+            ]
+            # Still failing: the rate limit (300 s) holds the second failure alert back.
+            assert delivered(second["run_id"]) == [("change", "sent"), ("failure", "held")]
+            again = running.json(f"/runs/{second['run_id']}")
+            assert (again["alerts_sent"], again["alert_errors"]) == (1, [])
+            metrics = running.get("/metrics").text
+            for line in (
+                'poller_alerts_total{outcome="sent"} 2.0',
+                'poller_alerts_total{outcome="held"} 1.0',
+                'poller_alerts_total{outcome="failed"} 0.0',
+            ):
+                assert line in metrics, line
+        finally:
+            assert running.daemon.stop() == 0
+    assert [body["kind"] for _, body in hook.requests] == ["failure", "change"]
 
 
 # --- security ---------------------------------------------------------------------------
