@@ -21,10 +21,8 @@ median of the repeats is shown. It asserts nothing.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import os
-import pstats
 import statistics
 import sys
 import tempfile
@@ -41,6 +39,8 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from measure import profiled  # noqa: E402
 
 from poller import tuning  # noqa: E402
 from poller.clock import SystemClock  # noqa: E402
@@ -214,27 +214,9 @@ def futures_run(url: str, items: int, max_parallel: int, session: str) -> Callab
     return run
 
 
-def profiled(run: Callable[[], int], path: Path) -> None:
+def print_profile(run: Callable[[], int], path: Path) -> None:
     """Run once under cProfile in every thread (CPU time, time.thread_time); print the top."""
-    profiles: list[cProfile.Profile] = []
-
-    def start_thread_profile(frame: object, event: str, arg: object) -> None:
-        profile = cProfile.Profile(time.thread_time)
-        profiles.append(profile)
-        profile.enable()  # replaces this hook in the new thread
-
-    threading.setprofile(start_thread_profile)
-    main_profile = cProfile.Profile(time.thread_time)
-    main_profile.enable()
-    try:
-        run()
-    finally:
-        main_profile.disable()
-        threading.setprofile(None)
-    stats = pstats.Stats(main_profile)
-    for profile in profiles:
-        stats.add(profile)
-    stats.dump_stats(path)
+    _, stats = profiled(run, path)
     stats.sort_stats("tottime").print_stats(25)
     stats.sort_stats("cumulative").print_stats(40)
 
@@ -293,7 +275,7 @@ def main() -> int:
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
                 print(f"\nprofile of one Poller run, max_parallel {max_parallel}:")
-                profiled(sides["poller"], args.profile / f"poller-{max_parallel}.prof")
+                print_profile(sides["poller"], args.profile / f"poller-{max_parallel}.prof")
     finally:
         endpoint.stop()
     print_table(rows, items, delay)

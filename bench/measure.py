@@ -5,16 +5,18 @@ Nothing here starts a scheduler; poller_runs.py and library_runs.py do.
 
 from __future__ import annotations
 
+import cProfile
 import json
 import math
 import os
+import pstats
 import resource
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 LEAD_SECONDS = 4.0
@@ -160,3 +162,33 @@ def run_with_monitor(loop: Callable[[], None], monitor: Callable[[], Result]) ->
     threading.Thread(target=watch, name="monitor", daemon=True).start()
     loop()
     raise RuntimeError("the loop returned")
+
+
+T = TypeVar("T")
+
+
+def profiled(run: Callable[[], T], path: Path | str) -> tuple[T, pstats.Stats]:
+    """`run()` under cProfile in every thread, its merged stats written to `path`.
+
+    Each thread's profile counts that thread's CPU time (time.thread_time), not waits.
+    """
+    profiles: list[cProfile.Profile] = []
+
+    def start_thread_profile(frame: object, event: str, arg: object) -> None:
+        profile = cProfile.Profile(time.thread_time)
+        profiles.append(profile)
+        profile.enable()  # replaces this hook in the new thread
+
+    threading.setprofile(start_thread_profile)
+    main_profile = cProfile.Profile(time.thread_time)
+    main_profile.enable()
+    try:
+        result = run()
+    finally:
+        main_profile.disable()
+        threading.setprofile(None)
+    stats = pstats.Stats(main_profile)
+    for profile in profiles:
+        stats.add(profile)
+    stats.dump_stats(path)
+    return result, stats

@@ -78,6 +78,7 @@ def run_poller(config_path: Path, monitor: Callable[[], None]) -> float:
     Returns time.perf_counter() at "Poller started".
     """
     import app
+    from poller.commands.options import ConfigSource
 
     handler = _StartedHandler()
     logging.getLogger("poller").addHandler(handler)
@@ -90,7 +91,7 @@ def run_poller(config_path: Path, monitor: Callable[[], None]) -> float:
                 os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="monitor", daemon=True).start()
-    code = app.run_daemon(config_path)
+    code = app.run_daemon(ConfigSource(config_path, "--config"))
     if code != 0 or not handler.started.is_set():
         raise RuntimeError(f"the daemon exited with {code} (log in {config_path.parent})")
     return handler.at

@@ -6,18 +6,14 @@ so CPU seconds and RSS belong to that scheduler alone.
 
 from __future__ import annotations
 
-import cProfile
 import json
 import os
-import pstats
 import sys
-import threading
-import time
 from typing import NoReturn
 
 import library_runs
 import poller_runs
-from measure import ROOT, Params, Result
+from measure import ROOT, Params, Result, profiled
 
 
 def run(scheduler: str, workload: str, params: Params) -> Result:
@@ -42,35 +38,16 @@ def run(scheduler: str, workload: str, params: Params) -> Result:
     loops[workload](params, scheduler == "schedule-idle")
 
 
-def profiled(scheduler: str, workload: str, params: Params) -> Result:
-    """Run under cProfile in every thread; write the merged stats to params["profile"].
-
-    Each thread's profile counts that thread's CPU time (time.thread_time), not waits.
-    """
-    profiles: list[cProfile.Profile] = []
-
-    def start_thread_profile(frame: object, event: str, arg: object) -> None:
-        profile = cProfile.Profile(time.thread_time)
-        profiles.append(profile)
-        profile.enable()  # replaces this hook in the new thread
-
-    threading.setprofile(start_thread_profile)
-    main_profile = cProfile.Profile(time.thread_time)
-    main_profile.enable()
-    try:
-        return run(scheduler, workload, params)
-    finally:
-        main_profile.disable()
-        stats = pstats.Stats(main_profile)
-        for profile in profiles:
-            stats.add(profile)
-        stats.dump_stats(params["profile"])
+def profiled_run(scheduler: str, workload: str, params: Params) -> Result:
+    """Run under cProfile in every thread; write the merged stats to params["profile"]."""
+    result, _ = profiled(lambda: run(scheduler, workload, params), params["profile"])
+    return result
 
 
 def main(argv: list[str]) -> NoReturn:
     scheduler, workload, params = argv[0], argv[1], json.loads(argv[2])
     sys.path.insert(0, str(ROOT))
-    result = (profiled if params.get("profile") else run)(scheduler, workload, params)
+    result = (profiled_run if params.get("profile") else run)(scheduler, workload, params)
     print(json.dumps(result), flush=True)
     os._exit(0)  # a scheduler's threads may still be running; the result is out
 

@@ -10,6 +10,7 @@ They only receive: what a sender should do is the tests' business.
 
 from __future__ import annotations
 
+import abc
 import email
 import email.policy
 import json
@@ -25,7 +26,7 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -55,6 +56,24 @@ def wait_for_count(
             assert left > 0, f"expected {count} {what} within {timeout}s, got {len(items)}"
             cond.wait(left)
         return list(items)
+
+
+class Closing(abc.ABC):
+    """A receiver as a context manager: `with Recorder() as hook:` closes it at the end."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 # --- HTTP -----------------------------------------------------------------------------
@@ -95,7 +114,7 @@ class _Server(ThreadingHTTPServer):
         pass  # a client that hung up is what hostile tests provoke; no traceback on stderr
 
 
-class Recorder:
+class Recorder(Closing):
     """A webhook and ping receiver. `status`, `delay_seconds` and `answer` may be changed
     at any time; a delay or a stalled answer ends at once when the Recorder closes.
     `keep_alive`: answer in HTTP/1.1, keeping connections open as a real API does (an
@@ -159,17 +178,6 @@ class Recorder:
         self.server.shutdown()
         self.server.server_close()
 
-    def __enter__(self) -> Recorder:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         body = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
         request = Received(
@@ -228,7 +236,7 @@ class Mail:
     arrived_at: float
 
 
-class MailReceiver:
+class MailReceiver(Closing):
     """An SMTP server on 127.0.0.1 recording every mail. With `tls` (certificate, key) it
     offers STARTTLS and requires it; with `credentials` it requires AUTH (over TLS only)
     and accepts just that username and password."""
@@ -276,17 +284,6 @@ class MailReceiver:
 
     def close(self) -> None:
         self._controller.stop()
-
-    def __enter__(self) -> MailReceiver:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _authenticator(self, credentials: tuple[str, str]) -> Callable[..., AuthResult]:
         def authenticate(

@@ -13,19 +13,9 @@ import pytest
 
 from tests.daemonproc import run_app, write
 from tests.receivers import Recorder, unused_port
+from tests.watched import WATCH_CHAIN, answer, install
 
 TOKEN = "hook-token-9c1e77"
-STEPS = """
-import json, pathlib
-
-def sources(data, context):
-    return json.loads((pathlib.Path(__file__).parent / "answer.json").read_text())
-
-def fetch(data, context):
-    if data["name"] == "down":
-        raise RuntimeError("source down is not answering")
-    return {"price": data["price"]}
-"""
 
 
 @pytest.fixture
@@ -34,9 +24,8 @@ def hook() -> Iterator[Recorder]:
         yield recorder
 
 
-def folder_for(tmp_path: Path, hook_url: str, prices: list[Any]) -> Path:
-    (tmp_path / "watched.py").write_text(STEPS)
-    answer(tmp_path, prices)
+def folder_for(tmp_path: Path, hook_url: str) -> Path:
+    install(tmp_path, a=1, b=2, c=3)
     write(
         tmp_path,
         {
@@ -56,28 +45,13 @@ def folder_for(tmp_path: Path, hook_url: str, prices: list[Any]) -> Path:
                 {
                     "id": "watch",
                     "every": "1h",
-                    "detect_changes": {"ignore": ["items.*.output.at"]},
-                    "integrationIDs": [
-                        [{"function": "watched:sources"}],
-                        [
-                            {
-                                "for_each": "sources",
-                                "key": "name",
-                                "steps": [[{"function": "watched:fetch"}]],
-                            }
-                        ],
-                    ],
+                    "detect_changes": True,
+                    "integrationIDs": WATCH_CHAIN,
                 }
             ],
         },
     )
     return tmp_path
-
-
-def answer(folder: Path, prices: list[Any]) -> None:
-    names = ["a", "b", "c"]
-    sources = [{"name": name, "price": price} for name, price in zip(names, prices, strict=True)]
-    (folder / "answer.json").write_text(json.dumps({"sources": sources}))
 
 
 def env() -> dict[str, str]:
@@ -94,12 +68,12 @@ def run(folder: Path, *args: str) -> dict[str, Any]:
 def test_a_manual_run_says_what_changed_and_alerts_only_with_the_alerts_flag(
     tmp_path: Path, hook: Recorder
 ) -> None:
-    folder = folder_for(tmp_path, hook.url, [1, 2, 3])
+    folder = folder_for(tmp_path, hook.url)
     first = run(folder, "--alerts")
     assert first["changed"] is None  # the first compared run is the baseline
     assert (first["items_processed"], first["items_succeeded"]) == (3, 3)
 
-    answer(folder, [1, 5, 3])
+    answer(folder, a=1, b=5, c=3)
     quiet = run(folder)
     assert quiet["changed"] is True and quiet["alerts"] == []
     assert quiet["diff"] == [{"path": "items.b.price", "change": "changed", "old": 2, "new": 5}]
@@ -128,10 +102,8 @@ def test_a_manual_run_says_what_changed_and_alerts_only_with_the_alerts_flag(
 def test_failed_items_are_counted_listed_and_alerted_from_a_manual_run(
     tmp_path: Path, hook: Recorder
 ) -> None:
-    folder = folder_for(tmp_path, hook.url, [1, 2, 3])
-    (folder / "answer.json").write_text(
-        json.dumps({"sources": [{"name": "a", "price": 1}, {"name": "down", "price": 0}]})
-    )
+    folder = folder_for(tmp_path, hook.url)
+    answer(folder, a=1, down=0)
     record = run(folder, "--alerts")
     assert record["status"] == "success"  # one item of two failed: not all of them
     assert (record["items_processed"], record["items_failed"]) == (2, 1)
@@ -146,7 +118,7 @@ def test_failed_items_are_counted_listed_and_alerted_from_a_manual_run(
 def test_alert_test_sends_one_and_says_why_a_channel_fails_without_its_secret(
     tmp_path: Path, hook: Recorder
 ) -> None:
-    folder = folder_for(tmp_path, hook.url, [1, 2, 3])
+    folder = folder_for(tmp_path, hook.url)
     sent = run_app(folder, "alert-test", "hook", env=env())
     assert sent.returncode == 0, sent.stderr
     assert sent.stdout == "sent a test alert over channel hook (webhook)\n"

@@ -453,28 +453,10 @@ def test_an_alert_arriving_as_its_window_ends_still_gets_the_held_ones_summarise
 
 # --- with a real daemon ---------------------------------------------------------------
 
-DAEMON_STEPS = """
-import threading
-
-_lock = threading.Lock()
-_runs = {"n": 0}
-
-def boom(data, context):
-    raise RuntimeError("the upstream is down")
-
-def fail_first(data, context):
-    with _lock:
-        _runs["n"] += 1
-        n = _runs["n"]
-    if n <= int(data["failures"]):
-        raise RuntimeError(f"failure {n} of {data['failures']}")
-    return {"run": n}
-"""
-
 
 @pytest.fixture
 def daemon_folder(folder: Path) -> Path:
-    (folder / "alert_steps.py").write_text(DAEMON_STEPS)
+    (folder / "alert_steps.py").write_text(STEPS)
     return folder
 
 

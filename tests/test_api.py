@@ -24,6 +24,7 @@ from tests.conftest import FakeClock
 from tests.daemonproc import REPO, DaemonProcess, wait_until
 from tests.platform import PlatformServer
 from tests.receivers import Recorder
+from tests.watched import WATCH_CHAIN, answer, install
 
 PASSWORD = "platform-password-31"  # the stand-in platform's; also a secret of the config
 HEADER_TOKEN = "header-token-9d2e7"
@@ -452,40 +453,16 @@ def test_status_totals_count_a_failure_as_soon_as_it_is_recorded(tmp_path: Path)
         assert running.daemon.stop() == 0
 
 
-WATCHED = """
-import json, pathlib
-
-def sources(data, context):
-    return json.loads((pathlib.Path(__file__).parent / "answer.json").read_text())
-
-def fetch(data, context):
-    if data["name"] == "down":
-        raise RuntimeError("source down is not answering")
-    return {"price": data["price"]}
-"""
-
-
 def test_a_monitored_trigger_returns_items_diff_and_alerts_and_metrics_count_them(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "watched.py").write_text(WATCHED)
-    answer = tmp_path / "answer.json"
-
-    def prices(*values: int) -> None:
-        names = ["a", "b", "down"]
-        sources = [{"name": n, "price": v} for n, v in zip(names, values, strict=True)]
-        answer.write_text(json.dumps({"sources": sources}))
-
-    prices(1, 2, 3)
+    install(tmp_path, a=1, b=2, down=3)
     job = {
         "id": "watch",
         "time": "03:00",
         "detect_changes": True,
         "alerts": {"on": ["failure", "change"], "channels": ["hook"]},
-        "integrationIDs": [
-            [{"function": "watched:sources"}],
-            [{"for_each": "sources", "key": "name", "steps": [[{"function": "watched:fetch"}]]}],
-        ],
+        "integrationIDs": WATCH_CHAIN,
     }
     with Recorder() as hook:
         settings = {
@@ -518,7 +495,7 @@ def test_a_monitored_trigger_returns_items_diff_and_alerts_and_metrics_count_the
             assert first["errors"] == ["item down: RuntimeError: source down is not answering"]
             assert delivered(first["run_id"]) == [("failure", "sent")]
 
-            prices(5, 2, 3)
+            answer(tmp_path, a=5, b=2, down=3)
             second = trigger()
             assert second["changed"] is True and second["changes_detected"] == 1
             assert second["diff"] == [

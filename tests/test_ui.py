@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.apiproc import API_KEY, ApiDaemon, api_settings, start_api_daemon
 from tests.daemonproc import wait_until
 from tests.receivers import Recorder
+from tests.watched import WATCH_CHAIN, answer, install
 
 CHROMIUM = Path("/usr/bin/chromium")
 EVIL = "evil.test"
@@ -442,27 +443,11 @@ def test_an_invalid_config_file_shows_a_banner_and_a_dry_run_a_badge(
         running.daemon.stop()
 
 
-WATCHED = """
-import json, pathlib
-
-def sources(data, context):
-    return json.loads((pathlib.Path(__file__).parent / "answer.json").read_text())
-
-def fetch(data, context):
-    if data["name"] == "down":
-        raise RuntimeError("source down is not answering")
-    return {"price": data["price"]}
-"""
-
-
 def test_a_run_shows_its_items_its_diff_and_its_alerts_and_an_alert_link_opens_it(
     browser: Browser, tmp_path: Path
 ) -> None:
     hostile = "<img src=x onerror=window.pwned=1>"
-    answer = tmp_path / "answer.json"
-    (tmp_path / "watched.py").write_text(WATCHED)
-    sources = [{"name": "a", "price": 1}, {"name": "down", "price": 0}, {"name": "c", "price": 3}]
-    answer.write_text(json.dumps({"sources": sources}))
+    install(tmp_path, a=1, down=0, c=3)
     with Recorder() as hook:
         config = {
             "settings": {
@@ -476,16 +461,7 @@ def test_a_run_shows_its_items_its_diff_and_its_alerts_and_an_alert_link_opens_i
                     "every": "1h",
                     "detect_changes": True,
                     "alerts": {"on": ["change"], "channels": ["hook"]},
-                    "integrationIDs": [
-                        [{"function": "watched:sources"}],
-                        [
-                            {
-                                "for_each": "sources",
-                                "key": "name",
-                                "steps": [[{"function": "watched:fetch"}]],
-                            }
-                        ],
-                    ],
+                    "integrationIDs": WATCH_CHAIN,
                 }
             ],
         }
@@ -493,8 +469,7 @@ def test_a_run_shows_its_items_its_diff_and_its_alerts_and_an_alert_link_opens_i
         try:
             first = run_now(running, "watch")
             assert first["changed"] is None and first["items_failed"] == 1
-            sources[0]["price"] = hostile
-            answer.write_text(json.dumps({"sources": sources}))
+            answer(tmp_path, a=hostile, down=0, c=3)
             second = run_now(running, "watch")
             assert second["changed"] is True, second
             (_, alert), *_ = hook.wait_for(1)
