@@ -24,6 +24,7 @@ from poller.commands.check import cmd_check
 from poller.commands.foreground import cmd_run
 from poller.commands.history import cmd_history
 from poller.commands.jobs import cmd_jobs
+from poller.commands.kafkacmd import cmd_kafka
 from poller.commands.options import (
     EXIT_FAILED,
     EXIT_OK,
@@ -34,6 +35,7 @@ from poller.commands.options import (
     open_log,
 )
 from poller.commands.parser import build_parser
+from poller.commands.worker import cmd_worker
 from poller.config.load import parse_config
 from poller.config.models import Config
 from poller.daemon import Daemon
@@ -192,6 +194,8 @@ COMMANDS: dict[str, Callable[[ConfigSource, argparse.Namespace], int]] = {
     "run": cmd_run,
     "history": cmd_history,
     "alert-test": cmd_alert_test,
+    "worker": cmd_worker,
+    "kafka": cmd_kafka,
 }
 
 

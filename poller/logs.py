@@ -29,6 +29,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [job=%(job_id)s run=%(run_id)s
 
 _RUN: ContextVar[tuple[str, str]] = ContextVar("poller_run", default=("-", "-"))
 _ITEM: ContextVar[str | None] = ContextVar("poller_item", default=None)
+_ORIGIN: ContextVar[tuple[str, int, int] | None] = ContextVar("poller_origin", default=None)
 
 
 @contextmanager
@@ -50,6 +51,28 @@ def item_context(item: str) -> Iterator[None]:
         yield
     finally:
         _ITEM.reset(token)
+
+
+@contextmanager
+def origin_context(topic: str, partition: int, offset: int) -> Iterator[None]:
+    """Lines logged inside (on this thread) are about one Kafka message: they begin
+    "[topic/partition@offset]" and JSON lines carry topic, partition and offset."""
+    token = _ORIGIN.set((topic, partition, offset))
+    try:
+        yield
+    finally:
+        _ORIGIN.reset(token)
+
+
+def _mark(record: logging.LogRecord, item: str | None) -> None:
+    """Put the item and the Kafka origin a line is logged in on its record and message."""
+    origin = _ORIGIN.get()
+    if item is not None:
+        record.item = item
+        record.msg = f"[item {item}] {record.msg}"
+    if origin is not None:
+        record.topic, record.partition, record.offset = origin
+        record.msg = f"[{origin[0]}/{origin[1]}@{origin[2]}] {record.msg}"
 
 
 class _RunAdapter(logging.LoggerAdapter[logging.Logger]):
@@ -79,10 +102,7 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if "job_id" not in record.__dict__:
             record.job_id, record.run_id = _RUN.get()
-            item = _ITEM.get()
-            if item is not None:
-                record.item = item
-                record.msg = f"[item {item}] {record.msg}"
+            _mark(record, _ITEM.get())
         return True
 
 
@@ -168,8 +188,9 @@ class JsonFormatter(logging.Formatter):
             "run_id": getattr(record, "run_id", "-"),
             "message": record.getMessage(),
         }
-        if "item" in record.__dict__:
-            entry["item"] = record.__dict__["item"]
+        for name in ("item", "topic", "partition", "offset"):
+            if name in record.__dict__:
+                entry[name] = record.__dict__[name]
         if record.exc_info or record.exc_text:
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
         return json.dumps(entry, ensure_ascii=False, default=json_default)

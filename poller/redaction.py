@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 MASK = "**********"
 MIN_SECRET_CHARS = 3
@@ -96,7 +96,14 @@ def mask_url(url: str) -> str:
     if "@" in netloc:
         netloc = MASK + "@" + netloc.rpartition("@")[2]
     query = _QUERY_PAIR_RE.sub(_mask_pair, "?" + parts.query)[1:] if parts.query else ""
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    # Put together by hand: urlunsplit drops the empty host of "local:///path?token=…".
+    head = f"{parts.scheme}:" if parts.scheme else ""
+    if url[len(head) :].startswith("//"):
+        head += "//" + netloc
+    tail = ("?" + query if parts.query else "") + ("#" + parts.fragment if parts.fragment else "")
+    return head + parts.path + tail
 
 
 def mask_text(text: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemonproc import FUNCTIONS, DaemonProcess
+from tests.kafkabroker import broker, topics  # noqa: F401 - fixtures of the worker tests
 from tests.platform import PlatformServer
 
 

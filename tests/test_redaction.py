@@ -54,6 +54,8 @@ def test_other_names_are_kept_whole_words_only(name: str) -> None:
         ("https://h/p?X-Amz-Signature=ff&limit=5", f"https://h/p?X-Amz-Signature={MASK}&limit=5"),
         ("https://h/p?session=&q=x", "https://h/p?session=&q=x"),
         ("https://h/plain", "https://h/plain"),
+        ("local:///srv/in", "local:///srv/in"),  # a source's identity, its empty host kept
+        ("s3:///b?token=t#frag", f"s3:///b?token={MASK}#frag"),
     ],
 )
 def test_urls_lose_userinfo_and_secret_query_values(url: str, shown: str) -> None:

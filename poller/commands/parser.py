@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from poller.commands import kafkacmd
 from poller.commands.options import count_argument, instant_argument
 from poller.run.results import RUN_STATUSES
 
@@ -19,6 +20,10 @@ The commands beside it only read, and need none of the daemon's secrets (but `ru
   app.py history [JOB_ID]    recent runs, newest first; --run RUN_ID shows one in full
   app.py run JOB_ID          run a job's chain now and print what it did
   app.py alert-test CHANNEL  send a test alert over one of settings.alerts' channels
+
+Kafka (settings.kafka):
+  app.py worker              consume polling jobs, list their sources, publish file events
+  app.py kafka ACTION        push-job FILE, tail TOPIC, check, replay-dlq
 """
 
 
@@ -95,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     alert_test.add_argument(
         "channel", metavar="CHANNEL", help="the channel's name in settings.alerts"
+    )
+
+    _command(
+        commands,
+        "worker",
+        "run a Kafka worker: polling jobs in, file events out",
+        "Consume polling jobs from settings.kafka.polling_topic, list each job's source, "
+        "publish one event per new or changed file to file_event_topic and commit the job "
+        "once they are acknowledged; invalid jobs and dead sources go to dlq_topic. "
+        "SIGTERM or Ctrl-C finishes the job in hand, then stops. The log is worker.log "
+        "beside settings.log_file.",
+    )
+    kafkacmd.add_parser(
+        commands, _command, lambda action: _config_option(action, default=argparse.SUPPRESS)
     )
 
     history = _command(

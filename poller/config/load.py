@@ -12,11 +12,11 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from poller.config import alerts, chain, environments, models
+from poller.config import alerts, chain, environments, kafka, models, sources
 from poller.config.jsonpos import Locations, PathKey, line_col
 from poller.config.models import Config
 from poller.errors import ConfigError, Problem
@@ -49,7 +49,16 @@ _ALL_MODELS: tuple[type[BaseModel], ...] = (
     alerts.SmtpChannel,
     alerts.Alerts,
     alerts.ChangeSpec,
+    kafka.KafkaSettings,
+    kafka.PollingJob,
+    sources.DummySource,
+    sources.LocalSource,
+    sources.SftpSource,
+    sources.FtpSource,
+    sources.S3Source,
+    sources.HttpSource,
 )
+M = TypeVar("M", bound=BaseModel)
 _JSON_HINTS = {
     "Expecting ',' delimiter": "expected ',' between values (is a comma missing here?)",
     "Expecting property name enclosed in double quotes": (
@@ -136,6 +145,29 @@ def parse_config(
         raise ConfigError(sorted(problems, key=by_place))
     # The folder the config is named in, not where a symlink leads (a ConfigMap version).
     return _resolve_paths(config, path.absolute().parent, unset)
+
+
+def parse_document(text: str, name: str, model: type[M], environ: Mapping[str, str]) -> M:
+    """Another JSON document read as config.json is (a polling job from Kafka): `${NAME}`
+    filled in from `environ`, then validated against `model`.
+
+    Raises:
+        ConfigError: every problem at once, each located in `text` and named `name`.
+    """
+    raw = parse_json(text, name)
+    positions = Locations(text)
+    problems: list[Problem] = []
+    if _may_interpolate(text):
+        raw = _interpolate(raw, (), environ, name, positions, problems)
+    try:
+        value = model.model_validate(raw)
+    except ValidationError as err:
+        unfilled = {p.path for p in problems}
+        found = _problems_from(err, raw, name, positions)
+        problems.extend(p for p in found if p.path not in unfilled)
+    if problems:
+        raise ConfigError(sorted(problems, key=by_place))
+    return value
 
 
 def load_settings(path: Path) -> models.Settings:

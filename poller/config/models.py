@@ -39,6 +39,7 @@ from poller.config.constraints import (
     text_matching,
 )
 from poller.config.environments import PUBLIC_HEADERS, BasicAuth, Environment, basic_credentials
+from poller.config.kafka import KafkaSettings
 from poller.errors import Problem
 from poller.timeformat import CLOCK_RE, parse_clock, parse_duration
 
@@ -126,6 +127,10 @@ class Settings(Model):
         None,
         description="Where people reach the page, for links in alerts (default: the API's).",
         json_schema_extra=text_matching(HTTP_URL_PATTERN),
+    )
+    kafka: KafkaSettings = Field(
+        default_factory=KafkaSettings,
+        description="Kafka for `app.py worker` and the `kafka` commands (SPEC §10).",
     )
 
     _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
@@ -402,6 +407,7 @@ class Config(Model):
         values: list[str] = []
         for channel in self.settings.alerts.values():
             values.extend(channel.secret_values())
+        values.extend(self.settings.kafka.secret_values())
         for environment in self.environments.values():
             auth = environment.auth
             for name in ("password", "value"):

@@ -17,7 +17,7 @@ implementation's durability setting and is said there.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -134,6 +134,21 @@ class Store(Protocol):
 
     def save_note(self, job_id: str, name: str, value: Any) -> None:
         """Keep a JSON value under (job, name), replacing the one before."""
+        ...
+
+    # --- file listings (SPEC §10) -------------------------------------------------------
+
+    def listing(self, scope: str) -> dict[str, str]:
+        """The files (path → version) of the last listing saved for `scope` (a source and
+        a pattern, poller.kafka.listing), or {} for none."""
+        ...
+
+    def save_listing(self, scope: str, versions: Mapping[str, str], now: datetime) -> None:
+        """Replace `scope`'s listing with `versions`, in one transaction."""
+        ...
+
+    def prune_listings(self, max_age_days: int, now: datetime) -> int:
+        """Forget the listings not saved for `max_age_days`; how many scopes went."""
         ...
 
     # --- reads -----------------------------------------------------------------------

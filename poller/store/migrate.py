@@ -4,8 +4,9 @@ Version 1 (Poller before the store package) hashed a whole job into `jobs.defini
 version 2 keeps the fingerprint of its fire grid (`jobs.grid`) instead, and each job's last
 claimed fire lives in the claim journal (poller.store.journal), as version 1's `.fires`
 ledger already held it. Version 3 adds `notes`: what a job's monitoring remembers
-(its change-detection baseline, its alert state). A file this code cannot read is
-reported and left as it is.
+(its change-detection baseline, its alert state). The listing tables (what a worker saw
+of a file source) are only ever added, by whichever process first needs them, so they
+change no version. A file this code cannot read is reported and left as it is.
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ CREATE TABLE IF NOT EXISTS notes (
     name TEXT NOT NULL,
     value TEXT NOT NULL,
     PRIMARY KEY (job_id, name)
+) WITHOUT ROWID;
+"""
+LISTINGS_DDL = """
+CREATE TABLE IF NOT EXISTS listing_scopes (scope TEXT PRIMARY KEY, saved_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS listings (
+    scope TEXT NOT NULL,
+    path TEXT NOT NULL,
+    version TEXT NOT NULL,
+    PRIMARY KEY (scope, path)
 ) WITHOUT ROWID;
 """
 JOBS_DDL = """

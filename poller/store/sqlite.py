@@ -29,7 +29,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -254,6 +254,53 @@ class SqliteStore:
                 "ON CONFLICT (job_id, name) DO UPDATE SET value = ?3",
                 (job_id, name, text),
             )
+
+    # --- file listings ---------------------------------------------------------------
+
+    def listing(self, scope: str) -> dict[str, str]:
+        with self._lock:
+            if not self._has_listings():
+                return {}
+        rows = self._read("SELECT path, version FROM listings WHERE scope = ?", (scope,))
+        return {str(path): str(version) for path, version in rows}
+
+    def save_listing(self, scope: str, versions: Mapping[str, str], now: datetime) -> None:
+        with self._writing(f"saving the listing of {scope}"):
+            migrate.run_ddl(self._db, migrate.LISTINGS_DDL)
+            self._db.execute("DELETE FROM listings WHERE scope = ?", (scope,))
+            self._db.executemany(
+                "INSERT INTO listings VALUES (?, ?, ?)",
+                ((scope, path, version) for path, version in versions.items()),
+            )
+            self._db.execute(
+                "INSERT INTO listing_scopes VALUES (?1, ?2) "
+                "ON CONFLICT (scope) DO UPDATE SET saved_at = ?2",
+                (scope, column(now)),
+            )
+
+    def prune_listings(self, max_age_days: int, now: datetime) -> int:
+        with self._lock:
+            if not self._has_listings():
+                return 0
+        cutoff = column(now - timedelta(days=max_age_days))
+        with self._writing("pruning old listings"):
+            gone = [
+                row[0]
+                for row in self._db.execute(
+                    "SELECT scope FROM listing_scopes WHERE saved_at < ?", (cutoff,)
+                )
+            ]
+            for scope in gone:
+                self._db.execute("DELETE FROM listings WHERE scope = ?", (scope,))
+                self._db.execute("DELETE FROM listing_scopes WHERE scope = ?", (scope,))
+        return len(gone)
+
+    def _has_listings(self) -> bool:
+        """Whether the file has listing tables yet (a worker adds them); under the lock."""
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'listing_scopes'"
+        ).fetchone()
+        return row is not None
 
     # --- reads -----------------------------------------------------------------------
 

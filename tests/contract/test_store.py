@@ -250,3 +250,22 @@ def test_notes_are_kept_per_job_and_name_and_seen_by_other_handles(
     assert reader.note("b", "alerts") is None
     store.close()
     assert make_store().note("a", "alerts") == {"failing": True}  # across a restart
+
+
+def test_a_listing_is_replaced_whole_seen_by_other_handles_and_pruned_when_old(
+    make_store: Callable[[], Store],
+) -> None:
+    store = make_store()
+    assert store.listing("sftp://h/in|*.csv") == {}
+    assert store.prune_listings(30, T0) == 0  # nothing listed yet: no tables to prune
+    store.save_listing("sftp://h/in|*.csv", {"a.csv": "1|t1|", "b.csv": "2|t2|"}, T0)
+    store.save_listing("local:///x|*", {"é.txt": "3||"}, T0 + timedelta(days=20))
+    store.save_listing("sftp://h/in|*.csv", {"b.csv": "2|t3|", "c.csv": "5||"}, T0)  # replaces
+    reader = store.open_reader()
+    assert reader.listing("sftp://h/in|*.csv") == {"b.csv": "2|t3|", "c.csv": "5||"}
+    assert reader.listing("local:///x|*") == {"é.txt": "3||"}
+    assert store.prune_listings(30, T0 + timedelta(days=31)) == 1  # the older scope only
+    assert store.listing("sftp://h/in|*.csv") == {}
+    store.save_listing("big", {f"f{i:05}": str(i) for i in range(10_000)}, T0)
+    store.close()
+    assert len(make_store().listing("big")) == 10_000  # across a restart

@@ -1,0 +1,77 @@
+"""`app.py worker`: one Kafka worker process (SPEC §10) on the config's settings.kafka, its
+log in `worker.log` beside the daemon's, until SIGTERM or Ctrl-C (which drain)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from pathlib import Path
+from types import FrameType
+
+from poller.clock import SystemClock
+from poller.commands.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigSource, load, say
+from poller.config.kafka import with_environment
+from poller.errors import ConfigError, PollerError
+from poller.logs import setup_logging
+from poller.redaction import Redactor
+from poller.store import SqliteStore
+
+
+def cmd_worker(source: ConfigSource, args: argparse.Namespace) -> int:
+    # The config's jobs are the daemon's: the worker needs none of their secrets.
+    loaded = load(source, unset_ok=True)
+    if isinstance(loaded, (str, ConfigError)):
+        say(str(loaded))
+        return EXIT_USAGE
+    settings = loaded.settings
+    kafka = with_environment(settings.kafka, os.environ)
+    redactor = Redactor([*loaded.secret_values(), *kafka.secret_values()])
+    log_file = Path(settings.log_file).with_name("worker.log")
+    try:
+        setup_logging(
+            log_file,
+            os.environ.get("LOG_FORMAT") or settings.log_format,
+            (os.environ.get("LOG_LEVEL") or settings.log_level).upper(),
+            settings.log_keep_days,
+            stderr=True,
+            redactor=redactor,
+        )
+    except (OSError, ValueError) as err:
+        say(f"app.py worker: cannot write the log {log_file}: {err}")
+        return EXIT_FAILED
+    # Imported here: confluent-kafka loads librdkafka, which no other command needs.
+    from poller.kafka.health import HealthServer
+    from poller.kafka.worker import Worker
+
+    try:
+        store = SqliteStore(settings.state_db, settings.durability)
+    except PollerError as err:
+        say(f"app.py worker: {err}")
+        return EXIT_FAILED
+    worker = Worker(kafka, store, redactor, SystemClock(), os.environ)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server = None
+    if kafka.health_port is not None:
+        try:
+            server = HealthServer(
+                kafka.health_host, kafka.health_port, worker.health, worker.metrics
+            )
+        except OSError as err:
+            say(
+                f"app.py worker: cannot listen on {kafka.health_host}:{kafka.health_port} "
+                f"({err.strerror}); set settings.kafka.health_port (null: no health port)"
+            )
+            return EXIT_FAILED
+    try:
+        worker.run()
+    finally:
+        if server is not None:
+            server.close()
+        store.close()
+    return EXIT_OK

@@ -1,0 +1,344 @@
+"""`app.py worker` (SPEC §10): consume polling jobs, list their sources, publish one event
+per new or changed file, and commit a job's offset only once every event is acknowledged.
+
+One loop, read top to bottom in `run`. A job is worked on a thread of its own while the
+loop keeps polling with every partition paused, so a listing longer than
+`max.poll.interval.ms` keeps the consumer in its group and one job is in hand at a time. A
+message the pause did not stop (already fetched) is sought back, to come again. An invalid
+job, or a source still down after its retries, goes to the dead-letter topic and is
+committed: it cannot block its partition. Events that are not acknowledged leave the job
+uncommitted; it is sought back and tried again. A stop (SIGTERM) lets the job in hand
+finish, then flushes, commits and closes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from poller.clock import Clock
+from poller.config.kafka import KafkaSettings, PollingJob
+from poller.config.sources import SourceConfig, secret_values
+from poller.kafka.health import Health, WorkerMetrics
+from poller.kafka.jobs import InvalidJobError, dead_letter, parse_job
+from poller.kafka.listing import Event, Listing, list_files, remember
+from poller.logs import origin_context, run_context
+from poller.redaction import Redactor
+from poller.sources import Source, SourceError, open_source
+from poller.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5
+OPEN_SOURCES = 16
+"""Sources kept connected between jobs (by config), the least recently used closed first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a job ended: "done" (commit), "dead" (dead letter, then commit), "retry" (seek
+    back: it comes again), "stopped" (left uncommitted for the next owner)."""
+
+    kind: str
+    reason: str = ""
+    listing: Listing | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a consumed message came from (its origin in a dead letter)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+
+    @classmethod
+    def of(cls, message: Message) -> Place:
+        key = message.key()
+        return cls(
+            message.topic() or "",
+            message.partition() or 0,
+            message.offset() or 0,
+            None if key is None else bytes(key).decode("utf-8", "replace"),
+        )
+
+    def at(self, offset: int) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition, offset)
+
+    def origin(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "key": self.key,
+        }
+
+
+class SourcePool:
+    """Open sources, reused by the jobs that name the same one; one job at a time uses them."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self._open: OrderedDict[str, Source] = OrderedDict()
+
+    def get(self, config: SourceConfig) -> Source:
+        key = hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+        source = self._open.pop(key, None) or open_source(config, self._environ)
+        self._open[key] = source
+        while len(self._open) > OPEN_SOURCES:
+            self._open.popitem(last=False)[1].close()
+        return source
+
+    def drop(self, config: SourceConfig) -> None:
+        key = hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+        source = self._open.pop(key, None)
+        if source is not None:
+            source.close()
+
+    def close(self) -> None:
+        for source in self._open.values():
+            source.close()
+        self._open.clear()
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        store: Store,
+        redactor: Redactor,
+        clock: Clock,
+        environ: Mapping[str, str],
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.redactor = redactor
+        self.clock = clock
+        self.environ = environ
+        self.metrics = metrics or WorkerMetrics()
+        self.health = Health()
+        self.sources = SourcePool(environ)
+        self._stopping = threading.Event()
+        self._busy = False
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
+        self.consumer = Consumer(
+            {
+                "group.id": settings.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                **settings.client_config(),
+            }
+        )
+        self.producer = Producer(
+            {
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "delivery.timeout.ms": int(settings.delivery_timeout_seconds * 1000),
+                **settings.client_config(),
+            }
+        )
+
+    def stop(self) -> None:
+        """Finish the job in hand, then end (safe from a signal handler)."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        topic = self.settings.polling_topic
+        self.consumer.subscribe([topic], on_assign=self._assigned, on_revoke=self._revoked)
+        log.info(
+            "worker %s consuming %s in group %s from %s",
+            self.settings.client_id,
+            topic,
+            self.settings.group_id,
+            self.settings.bootstrap_servers,
+        )
+        self.health.is_started = True
+        try:
+            while not self._stopping.is_set():
+                message = self.consumer.poll(POLL_SECONDS)
+                self.health.polled()
+                if message is None:
+                    continue
+                if message.error() is not None:
+                    log.warning("consumer: %s", message.error())
+                    continue
+                self.metrics.consumed.labels(topic).inc()
+                self._handle(message)
+        finally:
+            self.health.is_draining = True
+            self._close()
+
+    # --- one message -----------------------------------------------------------------
+
+    def _handle(self, message: Message) -> None:
+        place = Place.of(message)
+        with origin_context(place.topic, place.partition, place.offset):
+            try:
+                job = parse_job(message.value(), self.environ)
+            except InvalidJobError as err:
+                log.warning("invalid polling job: %s", self.redactor.text(err.reason))
+                self.metrics.jobs.labels("invalid").inc()
+                self._dead(place, message.value(), err.reason)
+                return
+            self.redactor.add(*secret_values(job.source_config))
+            with run_context(job.job_id, "-"):
+                outcome = self._work_while_polling(job)
+                self._settle(place, message.value(), job, outcome)
+
+    def _work_while_polling(self, job: PollingJob) -> Outcome:
+        """Run the job on its thread; meanwhile poll (paused) to stay in the group."""
+        self._busy = True
+        self.consumer.pause(self.consumer.assignment())
+        self.metrics.active_jobs.inc()
+        began = time.monotonic()
+        try:
+            future: Future[Outcome] = self._thread.submit(self._work, job)
+            while not future.done():
+                early = self.consumer.poll(0.1)
+                self.health.polled()
+                if early is not None and early.error() is None:
+                    # Fetched before the pause took hold: it must come again, after this job.
+                    early_place = Place.of(early)
+                    self.consumer.seek(early_place.at(early_place.offset))
+            return future.result()
+        finally:
+            self.metrics.active_jobs.dec()
+            self.metrics.job_duration.observe(time.monotonic() - began)
+            self.consumer.resume(self.consumer.assignment())
+            self._busy = False
+
+    def _work(self, job: PollingJob) -> Outcome:
+        """List the source (with retries), publish the events, remember the listing."""
+        kind = job.source_config.source_type
+        delay = self.settings.source_backoff_seconds
+        for attempt in range(self.settings.source_retries + 1):
+            try:
+                listing = list_files(
+                    job, self.sources.get(job.source_config), self.store, self.clock.now()
+                )
+                break
+            except SourceError as err:
+                self.sources.drop(job.source_config)
+                self.metrics.connection_errors.labels(kind).inc()
+                reason = self.redactor.text(err.reason)
+                if not err.is_retryable or attempt == self.settings.source_retries:
+                    return Outcome("dead", f"{self.redactor.text(err.source)}: {reason}")
+                log.warning(
+                    "listing failed (%s); attempt %d again in %gs", reason, attempt + 2, delay
+                )
+                if self._stopping.wait(delay):
+                    return Outcome("stopped", "stopped while the source was down")
+                delay *= 2
+            except StoreError as err:
+                return Outcome("retry", f"the listing state cannot be read: {err}")
+        self.metrics.files_processed.labels(kind).inc(listing.matched)
+        failed = self._publish(self.settings.file_event_topic, listing.events)
+        if failed:
+            return Outcome("retry", f"{failed} of {len(listing.events)} events not acknowledged")
+        self.metrics.files_published.labels(kind).inc(len(listing.events))
+        try:
+            remember(listing, self.store, self.clock.now())
+        except StoreError as err:
+            log.warning("the listing state was not saved (%s); its events may come again", err)
+        return Outcome("done", listing=listing)
+
+    def _publish(self, topic: str, events: tuple[Event, ...]) -> int:
+        """Produce `events` and wait for every acknowledgement; how many failed."""
+        errors: list[KafkaError] = []
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                errors.append(error)
+
+        for event in events:
+            key, value = event.encoded()
+            while True:
+                try:
+                    self.producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    self.producer.poll(0.1)
+            self.producer.poll(0)
+        left = self.producer.flush(self.settings.delivery_timeout_seconds)
+        if errors:
+            log.warning("publishing to %s failed: %s", topic, errors[0])
+        acknowledged = len(events) - len(errors) - left
+        self.metrics.published.labels(topic).inc(acknowledged)
+        return len(events) - acknowledged
+
+    def _settle(self, place: Place, value: bytes | None, job: PollingJob, outcome: Outcome) -> None:
+        if outcome.kind == "done" and outcome.listing is not None:
+            self.metrics.jobs.labels("done").inc()
+            log.info(
+                "listed %d matching file(s) of %s, published %d event(s)",
+                outcome.listing.matched,
+                job.source_config.source_type,
+                len(outcome.listing.events),
+            )
+            self._commit(place)
+        elif outcome.kind == "dead":
+            log.warning("dead letter: %s", outcome.reason)
+            self.metrics.jobs.labels("dead").inc()
+            self._dead(place, value, outcome.reason)
+        elif outcome.kind == "retry":
+            log.warning("not done (%s); it comes again", outcome.reason)
+            self.metrics.jobs.labels("retry").inc()
+            self.consumer.seek(place.at(place.offset))
+            self._stopping.wait(self.settings.source_backoff_seconds)
+        else:
+            log.info("left for the next worker: %s", outcome.reason)
+
+    def _dead(self, place: Place, value: bytes | None, reason: str) -> None:
+        now = self.clock.now()
+        letter = dead_letter(
+            reason, place.origin(), value, self.redactor, self.settings.client_id, now
+        )
+        if self._publish(self.settings.dlq_topic, (Event(place.key or "", letter),)):
+            log.error("the dead letter could not be published; the job comes again")
+            self.consumer.seek(place.at(place.offset))
+            return
+        self._commit(place)
+
+    def _commit(self, place: Place) -> None:
+        try:
+            self.consumer.commit(offsets=[place.at(place.offset + 1)], asynchronous=False)
+        except KafkaException as err:
+            # The partition moved to another worker meanwhile: it does the job again.
+            log.warning("commit of offset %d failed: %s", place.offset + 1, err)
+
+    # --- the group -------------------------------------------------------------------
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Called before the client takes the partitions on: assignment() is not yet theirs.
+        names = [f"{p.topic}/{p.partition}" for p in partitions]
+        log.info("assigned %s", ", ".join(names) or "nothing")
+        self.health.assigned = sorted({*self.health.assigned, *names})
+        if self._busy:  # a job is in hand: the new partitions wait for it too
+            consumer.pause(partitions)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        names = {f"{p.topic}/{p.partition}" for p in partitions}
+        log.info("revoked %s", ", ".join(sorted(names)) or "nothing")
+        self.health.assigned = [name for name in self.health.assigned if name not in names]
+
+    def _close(self) -> None:
+        left = self.producer.flush(10)
+        if left:
+            log.error("%d message(s) not delivered at stop", left)
+        self.consumer.close()  # leaves the group at once: its partitions move now
+        self._thread.shutdown(wait=True)
+        self.sources.close()
+        log.info("worker stopped")

@@ -1,0 +1,250 @@
+"""`python app.py worker` end to end (SPEC §10): a real Tansu broker, real worker
+subprocesses, `app.py kafka` commands, and local and dummy sources on real folders."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemonproc import REPO, wait_until
+from tests.kafkabroker import Topics
+from tests.workerproc import WorkerProcess
+
+MakeWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def workers(tmp_path: Path, topics: Topics) -> Iterator[MakeWorker]:
+    started: list[WorkerProcess] = []
+
+    def make(name: str = "w1", **kafka: Any) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path / name, topics.kafka_settings(client_id=name, **kafka))
+        started.append(worker.start())
+        return worker
+
+    yield make
+    for worker in started:
+        worker.stop()
+
+
+def kafka_app(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "app.py"), "kafka", *args, "--config", "config.json"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def local_job(job_id: str, folder: Path, pattern: str = "*.csv", **fields: Any) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "source_config": {"source_type": "local", "path": str(folder)},
+        "file_pattern": pattern,
+        "metadata": {"team": "data"},
+        **fields,
+    }
+
+
+def test_the_shipped_job_gives_one_event_per_sample_file_and_a_repoll_none(
+    workers: MakeWorker, topics: Topics
+) -> None:
+    worker = workers()
+    pushed = kafka_app(worker.folder, "push-job", str(REPO / "examples" / "polling-job.json"))
+    assert pushed.returncode == 0, pushed.stderr
+    assert re.fullmatch(
+        rf"pushed job dummy-csv to {topics.polling} \(partition \d, offset 0\)\n", pushed.stdout
+    )
+    events = topics.read(topics.events, 3)
+    values = sorted((e["value"] for e in events), key=lambda v: v["path"])
+    assert [v["name"] for v in values] == [f"sample_data_{i}.csv" for i in (1, 2, 3)]
+    dummy = REPO / "dummy_data"
+    for value, event in zip(values, sorted(events, key=lambda e: e["value"]["path"]), strict=True):
+        assert re.fullmatch(r"[0-9a-f]{32}", value["event_id"])
+        assert event["key"] == f"dummy://{dummy}|{value['path']}"
+        assert value["size"] == (dummy / value["path"]).stat().st_size
+        assert (value["job_id"], value["source_type"], value["source"]) == (
+            "dummy-csv",
+            "dummy",
+            f"dummy://{dummy}",
+        )
+        assert value["metadata"] == {"team": "data", "dataset": "samples"}
+        assert value["modified_at"].endswith("+00:00") and value["etag"] is None
+    worker.wait_log("published 3 event(s)")
+
+    assert (
+        kafka_app(worker.folder, "push-job", str(REPO / "examples/polling-job.json")).returncode
+        == 0
+    )
+    worker.wait_log("published 0 event(s)")  # nothing new: the listing state says so
+    tailed = kafka_app(worker.folder, "tail", topics.events, "--idle-seconds", "2")
+    assert tailed.returncode == 0, tailed.stderr
+    assert [json.loads(line)["value"]["event_id"] for line in tailed.stdout.splitlines()] == [
+        e["value"]["event_id"] for e in events
+    ]
+
+
+def test_a_repoll_publishes_only_new_and_changed_files_and_emit_all_every_match(
+    workers: MakeWorker, topics: Topics, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.csv", "b.csv", "notes.txt", "sub/c.csv"):
+        (folder / name).write_text(name)
+    worker = workers()
+    topics.produce(topics.polling, local_job("j", folder))
+    first = {e["value"]["path"]: e["value"]["event_id"] for e in topics.read(topics.events, 2)}
+    assert sorted(first) == ["a.csv", "b.csv"]  # not notes.txt, not sub/ without **
+    worker.wait_log("published 2 event(s)")
+
+    (folder / "a.csv").write_text("a.csv, longer now")
+    (folder / "d.csv").write_text("d")
+    topics.produce(topics.polling, local_job("j", folder))
+    worker.wait_log("published 2 event(s)", count=2)
+    second = {e["value"]["path"]: e["value"]["event_id"] for e in topics.read(topics.events, 4)[2:]}
+    assert sorted(second) == ["a.csv", "d.csv"] and second["a.csv"] != first["a.csv"]
+
+    topics.produce(topics.polling, local_job("deep", folder, "**/*.csv"))
+    worker.wait_log("published 4 event(s)")  # another pattern: a listing of its own
+    deep = [e["value"]["path"] for e in topics.read(topics.events, 8)[4:]]
+    assert sorted(deep) == ["a.csv", "b.csv", "d.csv", "sub/c.csv"]
+
+    topics.produce(topics.polling, local_job("j", folder, emit="all"))
+    worker.wait_log("published 3 event(s)")
+    again = {e["value"]["path"]: e["value"]["event_id"] for e in topics.read(topics.events, 11)[8:]}
+    assert again == {"a.csv": second["a.csv"], "b.csv": first["b.csv"], "d.csv": second["d.csv"]}
+
+
+def test_bad_jobs_and_a_dead_source_go_to_the_dead_letters_and_block_nothing(
+    workers: MakeWorker, topics: Topics, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "x.csv").write_text("x")
+    secret = "hunter2-in-a-message"
+    bad: list[bytes | str | dict[str, Any]] = [
+        b"not json at all",
+        {"source_config": {"source_type": "local", "path": str(folder)}},
+        {"job_id": "g", "source_config": {"source_type": "gopher"}},
+        b"",
+        "[" * 100_000,
+        b"\xff\xfe binary",
+        {
+            "job_id": "p",
+            "source_config": {"source_type": "local", "path": "/x", "password": secret},
+        },
+        local_job("gone", tmp_path / "no-such-folder"),
+        local_job("ok", folder),
+    ]
+    topics.produce(topics.polling, *bad, key="same-partition")
+    worker = workers()
+    [event] = topics.read(topics.events, 1)
+    assert event["value"]["job_id"] == "ok"  # the bad ones before it did not block it
+    letters = [m["value"] for m in topics.read(topics.dlq, 8)]
+    reasons = [letter["reason"] for letter in letters]
+    assert [letter["origin"]["offset"] for letter in letters] == list(range(8))
+    assert {letter["origin"]["topic"] for letter in letters} == {topics.polling}
+    assert {letter["origin"]["key"] for letter in letters} == {"same-partition"}
+    assert reasons[0].startswith("message:1:1: invalid JSON")
+    assert reasons[1] == "message:1:1: job_id: required field is missing"
+    assert reasons[2] == (
+        'message:1:17: source_config: expected "source_type": one of dummy, local, sftp, '
+        "ftp, ftps, s3, http"
+    )
+    assert reasons[3] == "the message is empty; expected a JSON polling job"
+    assert "nested more than 64 levels deep" in reasons[4]
+    assert reasons[5] == "the message is not UTF-8 text; expected a JSON polling job"
+    assert "source_config.password: unknown field" in reasons[6]
+    assert reasons[7] == f"local://{tmp_path / 'no-such-folder'}: no such folder"
+    assert letters[6]["message"]["source_config"]["password"] == "**********"
+    assert secret not in json.dumps(letters) + worker.log()
+    assert letters[0]["message"] == "not json at all" and letters[7]["message"]["job_id"] == "gone"
+    worker.wait_log("published 1 event(s)")
+    assert 'poller_jobs_total{status="invalid"} 7.0' in worker.metrics()
+    assert 'poller_jobs_total{status="dead"} 1.0' in worker.metrics()
+
+
+def test_health_metrics_and_a_sigterm_that_drains(workers: MakeWorker, topics: Topics) -> None:
+    worker = workers()
+    code, body = wait_until(
+        lambda: (h := worker.health())[1]["assigned"] and h, what="partitions to be assigned"
+    )
+    assert code == 200 and body["status"] == "healthy"
+    assert sorted(body["assigned"]) == [f"{topics.polling}/0", f"{topics.polling}/1"]
+    topics.produce(topics.polling, json.loads((REPO / "examples/polling-job.json").read_text()))
+    worker.wait_log("published 3 event(s)")
+    metrics = worker.metrics()
+    for line in (
+        'poller_jobs_total{status="done"} 1.0',
+        'poller_files_processed_total{source_type="dummy"} 3.0',
+        'poller_files_published_total{source_type="dummy"} 3.0',
+        "poller_active_jobs 0.0",
+        f'poller_kafka_messages_consumed_total{{topic="{topics.polling}"}} 1.0',
+        f'poller_kafka_messages_published_total{{topic="{topics.events}"}} 3.0',
+        "poller_job_duration_seconds_count 1.0",
+    ):
+        assert line in metrics, line
+    worker.signal(signal.SIGTERM)
+    assert worker.wait_exit(15) == 0
+    assert "worker stopped" in worker.log()
+    # The offset was committed: a worker of the same group starting now has nothing to do.
+    again = workers("w2")
+    wait_until(lambda: again.health()[1]["assigned"], what="the second worker's assignment")
+    assert "published" not in again.log()
+
+
+def test_two_workers_of_a_group_split_the_partitions(workers: MakeWorker, topics: Topics) -> None:
+    first, second = workers("w1"), workers("w2")
+
+    def split() -> list[list[str]] | None:
+        shares = [sorted(worker.health()[1]["assigned"]) for worker in (first, second)]
+        return shares if all(len(share) == 1 for share in shares) else None
+
+    shares = wait_until(split, timeout=30, what="one partition each")
+    assert sorted(shares[0] + shares[1]) == [f"{topics.polling}/0", f"{topics.polling}/1"]
+
+
+def test_kafka_check_reports_and_creates_the_topics(tmp_path: Path, topics: Topics) -> None:
+    worker = WorkerProcess(tmp_path / "w", topics.kafka_settings(polling_topic="new-polling"))
+    missing = kafka_app(worker.folder, "check")
+    assert missing.returncode == 1
+    assert (
+        "new-polling: missing" in missing.stdout
+        and f"{topics.events}: 1 partition(s)" in missing.stdout
+    )
+    made = kafka_app(worker.folder, "check", "--create-topics", "--partitions", "2")
+    assert made.returncode == 0, made.stderr
+    assert "created new-polling (2 partition(s))" in made.stdout
+    assert kafka_app(worker.folder, "check").returncode == 0
+    gone = WorkerProcess(tmp_path / "x", topics.kafka_settings(bootstrap_servers="127.0.0.1:1"))
+    down = kafka_app(gone.folder, "check")
+    assert down.returncode == 1 and "cannot be reached" in down.stderr
+    assert "Traceback" not in down.stderr
+
+
+def test_replay_dlq_puts_dead_letters_back_once(
+    workers: MakeWorker, topics: Topics, tmp_path: Path
+) -> None:
+    folder = tmp_path / "later"
+    topics.produce(topics.polling, local_job("late", folder))
+    worker = workers()
+    [letter] = topics.read(topics.dlq, 1)
+    assert letter["value"]["reason"].endswith("no such folder")
+    folder.mkdir()
+    (folder / "now.csv").write_text("here")
+    replayed = kafka_app(worker.folder, "replay-dlq", "--idle-seconds", "2")
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.startswith("replayed 1 dead letter(s)")
+    [event] = topics.read(topics.events, 1)
+    assert event["value"]["path"] == "now.csv"
+    again = kafka_app(worker.folder, "replay-dlq", "--idle-seconds", "2")
+    assert again.stdout.startswith("replayed 0 dead letter(s)")
