@@ -42,12 +42,11 @@ def free_port() -> int:
     return port
 
 
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Tansu broker for the whole run; its bootstrap address."""
+def start_broker(log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start Tansu on a free port, logging to `log`; the process and its bootstrap address,
+    once it accepts connections."""
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
@@ -67,17 +66,37 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
+            return proc, f"127.0.0.1:{port}"
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
                 raise RuntimeError(f"tansu did not start: {log.read_text()[-2000:]}") from None
             time.sleep(0.02)
-    yield f"127.0.0.1:{port}"
+
+
+def stop_broker(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(5)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in partitions.items()]
+    )
+    for future in futures.values():
+        future.result(10)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Tansu broker for the whole run; its bootstrap address."""
+    proc, address = start_broker(tmp_path_factory.mktemp("tansu") / "tansu.log")
+    yield address
+    stop_broker(proc)
 
 
 @dataclass
@@ -173,14 +192,5 @@ def topics(broker: str) -> Topics:
     """Fresh topics (polling with 2 partitions) and a fresh group for one test."""
     name = uuid.uuid4().hex[:8]
     made = Topics(broker, f"poll-{name}", f"events-{name}", f"dlq-{name}", f"group-{name}")
-    admin = AdminClient({"bootstrap.servers": broker})
-    futures = admin.create_topics(
-        [
-            NewTopic(made.polling, num_partitions=2, replication_factor=1),
-            NewTopic(made.events, num_partitions=1, replication_factor=1),
-            NewTopic(made.dlq, num_partitions=1, replication_factor=1),
-        ]
-    )
-    for future in futures.values():
-        future.result(10)
+    create_topics(broker, {made.polling: 2, made.events: 1, made.dlq: 1})
     return made

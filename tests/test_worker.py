@@ -8,7 +8,10 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +251,141 @@ def test_replay_dlq_puts_dead_letters_back_once(
     assert event["value"]["path"] == "now.csv"
     again = kafka_app(worker.folder, "replay-dlq", "--idle-seconds", "2")
     assert again.stdout.startswith("replayed 0 dead letter(s)")
+
+
+# --- jobs that take a while: a slow directory index ------------------------------------
+
+
+class SlowIndex:
+    """An nginx-style JSON index of three files that answers after `delay_seconds`;
+    `asked` is set when a request arrives (a worker has the job in hand)."""
+
+    FILES = (("a.csv", 10), ("b.csv", 20), ("c.csv", 30))
+
+    def __init__(self, delay_seconds: float) -> None:
+        self.delay_seconds = delay_seconds
+        self.asked = threading.Event()
+        self.requests = 0
+        index = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                index.requests += 1
+                index.asked.set()
+                time.sleep(index.delay_seconds)
+                body = json.dumps(
+                    [
+                        {
+                            "name": name,
+                            "type": "file",
+                            "mtime": "Fri, 04 Dec 2026 10:00:00 GMT",
+                            "size": size,
+                        }
+                        for name, size in index.FILES
+                    ]
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/index/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def job(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        source = {"source_type": "http", "url": self.url, "timeout_seconds": 30}
+        return {"job_id": job_id, "source_config": source, "file_pattern": "*.csv", **fields}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def slow_index() -> Iterator[SlowIndex]:
+    index = SlowIndex(delay_seconds=3.0)
+    yield index
+    index.close()
+
+
+def event_ids(messages: list[dict[str, Any]]) -> dict[str, str]:
+    return {m["key"]: m["value"]["event_id"] for m in messages}
+
+
+def test_a_worker_killed_mid_job_leaves_it_to_the_other_with_the_same_event_ids(
+    workers: MakeWorker, topics: Topics, slow_index: SlowIndex
+) -> None:
+    first, second = workers("w1"), workers("w2")
+    wait_until(
+        lambda: all(len(w.health()[1]["assigned"]) == 1 for w in (first, second)),
+        timeout=30,
+        what="one partition each",
+    )
+    topics.produce(topics.polling, slow_index.job("slow"))
+    assert slow_index.asked.wait(20), "no worker asked the index"
+    holder, other = (first, second) if "listing http" in first.log() else (second, first)
+    assert "listing http" in holder.log()
+    holder.signal(signal.SIGKILL)  # mid-listing: nothing published, nothing committed
+    slow_index.delay_seconds = 0.0
+    events = topics.read(topics.events, 3, timeout=30)
+    other.wait_log("published 3 event(s)")
+    assert sorted(e["value"]["name"] for e in events) == ["a.csv", "b.csv", "c.csv"]
+    assert slow_index.requests == 2  # the killed worker's try, then the survivor's
+
+    # The ids depend on the source, the path and the version only: a third worker, in
+    # place of the second, gives the same ones for the same files.
+    other.stop()
+    third = workers("w3")
+    topics.produce(topics.polling, slow_index.job("again", emit="all"))
+    third.wait_log("published 3 event(s)")
+    again = topics.read(topics.events, 6)[3:]
+    assert event_ids(again) == event_ids(events)
+    assert topics.count(topics.dlq, settle=0.5) == 0
+
+
+def test_sigterm_finishes_the_job_in_hand_then_commits(
+    workers: MakeWorker, topics: Topics, slow_index: SlowIndex
+) -> None:
+    worker = workers(
+        config={
+            **topics.kafka_settings()["config"],
+            "max.poll.interval.ms": 2500,  # the job takes longer: polling goes on meanwhile
+        }
+    )
+    topics.produce(topics.polling, slow_index.job("slow"))
+    assert slow_index.asked.wait(20)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait_exit(20) == 0
+    log = worker.log()
+    assert "published 3 event(s)" in log and "worker stopped" in log
+    during = log.split("listing http")[1].split("published 3 event(s)")[0]
+    assert "revoked" not in during and "commit of offset" not in log  # it kept its partitions
+    assert len(topics.read(topics.events, 3)) == 3
+    # Committed: the next worker of the group does not list the source again.
+    slow_index.delay_seconds = 0.0
+    successor = workers("w2")
+    wait_until(lambda: successor.health()[1]["assigned"], what="the successor's assignment")
+    assert slow_index.requests == 1 and "listing" not in successor.log()
+
+
+def test_json_logs_carry_the_job_and_its_kafka_origin(tmp_path: Path, topics: Topics) -> None:
+    worker = WorkerProcess(tmp_path / "w", topics.kafka_settings(), env={"LOG_FORMAT": "json"})
+    worker.start()
+    try:
+        topics.produce(topics.polling, json.loads((REPO / "examples/polling-job.json").read_text()))
+        worker.wait_log("published 3 event(s)")
+    finally:
+        worker.stop()
+    lines = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+    listed = [line for line in lines if "published 3 event(s)" in line["message"]]
+    [line] = listed
+    assert line["job_id"] == "dummy-csv" and line["topic"] == topics.polling
+    assert isinstance(line["partition"], int) and line["offset"] == 0
+    started = next(line for line in lines if "] listing dummy://" in line["message"])
+    assert started["job_id"] == "dummy-csv" and started["offset"] == 0  # from the job's thread

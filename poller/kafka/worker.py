@@ -4,7 +4,7 @@ per new or changed file, and commit a job's offset only once every event is ackn
 One loop, read top to bottom in `run`. A job is worked on a thread of its own while the
 loop keeps polling with every partition paused, so a listing longer than
 `max.poll.interval.ms` keeps the consumer in its group and one job is in hand at a time. A
-message the pause did not stop (already fetched) is sought back, to come again. An invalid
+message the pause did not stop (already fetched) waits its turn in order. An invalid
 job, or a source still down after its retries, goes to the dead-letter topic and is
 committed: it cannot block its partition. Events that are not acknowledged leave the job
 uncommitted; it is sought back and tried again. A stop (SIGTERM) lets the job in hand
@@ -13,11 +13,12 @@ finish, then flushes, commits and closes.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -84,6 +85,14 @@ class Place:
         }
 
 
+def partition_of(message: Message) -> TopicPartition:
+    return TopicPartition(message.topic() or "", message.partition() or 0)
+
+
+def same_partition(one: Message, other: Message) -> bool:
+    return (one.topic(), one.partition()) == (other.topic(), other.partition())
+
+
 class SourcePool:
     """Open sources, reused by the jobs that name the same one; one job at a time uses them."""
 
@@ -131,6 +140,8 @@ class Worker:
         self.sources = SourcePool(environ)
         self._stopping = threading.Event()
         self._busy = False
+        self._waiting: deque[Message] = deque()
+        """Messages that came while a job was in hand (their partitions paused), in order."""
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
         self.consumer = Consumer(
             {
@@ -168,8 +179,7 @@ class Worker:
         self.health.is_started = True
         try:
             while not self._stopping.is_set():
-                message = self.consumer.poll(POLL_SECONDS)
-                self.health.polled()
+                message = self._next()
                 if message is None:
                     continue
                 if message.error() is not None:
@@ -180,6 +190,18 @@ class Worker:
         finally:
             self.health.is_draining = True
             self._close()
+
+    def _next(self) -> Message | None:
+        """The next message: one that waited (its partition resumes when none of its own
+        waits any more), else a fresh one."""
+        if self._waiting:
+            waited = self._waiting.popleft()
+            if not any(same_partition(m, waited) for m in self._waiting):
+                self.consumer.resume([partition_of(waited)])
+            return waited
+        fresh = self.consumer.poll(POLL_SECONDS)
+        self.health.polled()
+        return fresh
 
     # --- one message -----------------------------------------------------------------
 
@@ -199,25 +221,30 @@ class Worker:
                 self._settle(place, message.value(), job, outcome)
 
     def _work_while_polling(self, job: PollingJob) -> Outcome:
-        """Run the job on its thread; meanwhile poll (paused) to stay in the group."""
+        """Run the job on its thread; meanwhile poll to stay in the group. Every partition
+        is paused, and a message fetched before the pause waits, its partition paused
+        until it has had its turn: no seek, so no fetch starts over."""
         self._busy = True
         self.consumer.pause(self.consumer.assignment())
         self.metrics.active_jobs.inc()
         began = time.monotonic()
         try:
-            future: Future[Outcome] = self._thread.submit(self._work, job)
+            # The job's thread logs in this one's context (its job and Kafka origin).
+            context = contextvars.copy_context()
+            future: Future[Outcome] = self._thread.submit(context.run, self._work, job)
             while not future.done():
-                early = self.consumer.poll(0.1)
+                early = self.consumer.poll(0.05)
                 self.health.polled()
                 if early is not None and early.error() is None:
-                    # Fetched before the pause took hold: it must come again, after this job.
-                    early_place = Place.of(early)
-                    self.consumer.seek(early_place.at(early_place.offset))
+                    self._waiting.append(early)
             return future.result()
         finally:
             self.metrics.active_jobs.dec()
             self.metrics.job_duration.observe(time.monotonic() - began)
-            self.consumer.resume(self.consumer.assignment())
+            waiting = {(m.topic(), m.partition()) for m in self._waiting}
+            self.consumer.resume(
+                [p for p in self.consumer.assignment() if (p.topic, p.partition) not in waiting]
+            )
             self._busy = False
 
     def _work(self, job: PollingJob) -> Outcome:
@@ -226,9 +253,9 @@ class Worker:
         delay = self.settings.source_backoff_seconds
         for attempt in range(self.settings.source_retries + 1):
             try:
-                listing = list_files(
-                    job, self.sources.get(job.source_config), self.store, self.clock.now()
-                )
+                source = self.sources.get(job.source_config)
+                log.info("listing %s for %s", source.identity, job.file_pattern)
+                listing = list_files(job, source, self.store, self.clock.now())
                 break
             except SourceError as err:
                 self.sources.drop(job.source_config)
@@ -330,6 +357,10 @@ class Worker:
             consumer.pause(partitions)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {(p.topic, p.partition) for p in partitions}
+        # Their new owner starts from the last commit: what waited here is its to do.
+        kept = [m for m in self._waiting if (m.topic(), m.partition()) not in gone]
+        self._waiting = deque(kept)
         names = {f"{p.topic}/{p.partition}" for p in partitions}
         log.info("revoked %s", ", ".join(sorted(names)) or "nothing")
         self.health.assigned = [name for name in self.health.assigned if name not in names]
