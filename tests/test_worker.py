@@ -11,12 +11,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from poller.store import SqliteStore
 from tests.daemonproc import REPO, wait_until
 from tests.kafkabroker import Topics
 from tests.workerproc import WorkerProcess
@@ -389,3 +391,23 @@ def test_json_logs_carry_the_job_and_its_kafka_origin(tmp_path: Path, topics: To
     assert isinstance(line["partition"], int) and line["offset"] == 0
     started = next(line for line in lines if "] listing dummy://" in line["message"])
     assert started["job_id"] == "dummy-csv" and started["offset"] == 0  # from the job's thread
+
+
+def test_listings_of_sources_not_polled_for_listing_keep_days_are_forgotten(
+    tmp_path: Path, topics: Topics
+) -> None:
+    worker = WorkerProcess(tmp_path / "w", topics.kafka_settings(listing_keep_days=30))
+    store = SqliteStore(worker.folder / "data" / "worker.db")
+    now = datetime.now(UTC)
+    store.save_listing("local:///old|*.csv", {"a.csv": "1||"}, now - timedelta(days=31))
+    store.save_listing("local:///recent|*.csv", {"b.csv": "1||"}, now - timedelta(days=29))
+    store.close()
+    worker.start()
+    try:
+        worker.wait_log("forgot the listings of 1 source(s) not polled for 30 days")
+    finally:
+        worker.stop()
+    reader = SqliteStore(worker.folder / "data" / "worker.db")
+    assert reader.listing("local:///old|*.csv") == {}
+    assert reader.listing("local:///recent|*.csv") == {"b.csv": "1||"}
+    reader.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator, Mapping
@@ -21,6 +22,14 @@ from poller.config.load import parse_document
 from poller.errors import ConfigError
 
 TIMEOUT_SECONDS = 10.0
+LIBRDKAFKA = logging.getLogger("poller.commands.librdkafka")
+LIBRDKAFKA.addHandler(logging.NullHandler())
+LIBRDKAFKA.propagate = False  # a command says what failed itself, in one line
+
+
+def quiet(settings: KafkaSettings) -> dict[str, Any]:
+    """A client's settings, librdkafka's own lines (retries, a broker down) left out."""
+    return {**settings.client_config(), "logger": LIBRDKAFKA}
 
 
 class Placeholders(Mapping[str, str]):
@@ -73,7 +82,7 @@ def push_job(settings: KafkaSettings, args: argparse.Namespace) -> int:
     def delivered(error: Any, message: Any) -> None:
         where.update(error=error, partition=message.partition(), offset=message.offset())
 
-    producer = Producer({"enable.idempotence": True, "acks": "all", **settings.client_config()})
+    producer = Producer({"enable.idempotence": True, "acks": "all", **quiet(settings)})
     try:
         producer.produce(
             settings.polling_topic, value=value, key=job.job_id.encode(), on_delivery=delivered
@@ -93,18 +102,29 @@ def push_job(settings: KafkaSettings, args: argparse.Namespace) -> int:
 
 
 def tail(settings: KafkaSettings, args: argparse.Namespace) -> int:
-    """Print a topic's messages, one JSON object a line, from its start (or only new ones)."""
-    from confluent_kafka import Consumer
+    """Print a topic's messages, one JSON object a line, from its start (or only new ones).
+
+    It reads every partition by assignment, in no group: it waits for no rebalance (a
+    group's join waits for the members that died to time out) and moves no one's offsets.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException
+    from confluent_kafka import TopicPartition as Partition
 
     consumer = Consumer(
-        {
-            "group.id": f"poller-tail-{uuid.uuid4()}",  # its own: it moves no one's offsets
-            "enable.auto.commit": False,
-            "auto.offset.reset": "latest" if args.new else "earliest",
-            **settings.client_config(),
-        }
+        {"group.id": f"poller-tail-{uuid.uuid4()}", "enable.auto.commit": False, **quiet(settings)}
     )
-    consumer.subscribe([args.topic])
+    try:
+        found = consumer.list_topics(args.topic, timeout=TIMEOUT_SECONDS).topics.get(args.topic)
+    except KafkaException as err:
+        consumer.close()
+        say(f"app.py kafka tail: {settings.bootstrap_servers} cannot be reached: {err}")
+        return EXIT_FAILED
+    if found is None or found.error is not None or not found.partitions:
+        consumer.close()
+        say(f"app.py kafka tail: no topic {args.topic} on {settings.bootstrap_servers}")
+        return EXIT_USAGE
+    start = OFFSET_END if args.new else OFFSET_BEGINNING
+    consumer.assign([Partition(args.topic, p, start) for p in sorted(found.partitions)])
     shown, idle = 0, 0.0
     try:
         while args.count is None or shown < args.count:
@@ -149,7 +169,7 @@ def check(settings: KafkaSettings, args: argparse.Namespace) -> int:
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
-    admin = AdminClient(settings.client_config())
+    admin = AdminClient(quiet(settings))
     try:
         metadata = admin.list_topics(timeout=TIMEOUT_SECONDS)
     except KafkaException as err:
@@ -191,10 +211,10 @@ def replay_dlq(settings: KafkaSettings, args: argparse.Namespace) -> int:
             "group.id": f"{settings.group_id}-replay",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-            **settings.client_config(),
+            **quiet(settings),
         }
     )
-    producer = Producer({"enable.idempotence": True, "acks": "all", **settings.client_config()})
+    producer = Producer({"enable.idempotence": True, "acks": "all", **quiet(settings)})
     consumer.subscribe([settings.dlq_topic])
     replayed, idle = 0, 0.0
     try:

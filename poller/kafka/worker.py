@@ -38,8 +38,11 @@ from poller.sources import Source, SourceError, open_source
 from poller.store import Store, StoreError
 
 log = logging.getLogger(__name__)
+KAFKA_LOG = logging.getLogger("librdkafka")
+"""librdkafka's own lines (a broker down, a timed-out request), in the worker's log."""
 
 POLL_SECONDS = 0.5
+PRUNE_EVERY_SECONDS = 3600.0
 OPEN_SOURCES = 16
 """Sources kept connected between jobs (by config), the least recently used closed first."""
 
@@ -149,6 +152,11 @@ class Worker:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
+                # A dead worker's partitions move after 10 s, not librdkafka's 45 (the
+                # loop polls even while a job runs, so a slow job never misses a beat).
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 3_000,
+                "logger": KAFKA_LOG,
                 **settings.client_config(),
             }
         )
@@ -158,6 +166,7 @@ class Worker:
                 "acks": "all",
                 "linger.ms": 5,
                 "delivery.timeout.ms": int(settings.delivery_timeout_seconds * 1000),
+                "logger": KAFKA_LOG,
                 **settings.client_config(),
             }
         )
@@ -178,7 +187,11 @@ class Worker:
         )
         self.health.is_started = True
         try:
+            pruned_at = -PRUNE_EVERY_SECONDS
             while not self._stopping.is_set():
+                if time.monotonic() - pruned_at >= PRUNE_EVERY_SECONDS:
+                    pruned_at = time.monotonic()
+                    self._prune()
                 message = self._next()
                 if message is None:
                     continue
@@ -190,6 +203,20 @@ class Worker:
         finally:
             self.health.is_draining = True
             self._close()
+
+    def _prune(self) -> None:
+        """Forget the listings of sources not polled for listing_keep_days."""
+        try:
+            gone = self.store.prune_listings(self.settings.listing_keep_days, self.clock.now())
+        except StoreError as err:
+            log.warning("old listings were not pruned: %s", err)
+            return
+        if gone:
+            log.info(
+                "forgot the listings of %d source(s) not polled for %d days",
+                gone,
+                self.settings.listing_keep_days,
+            )
 
     def _next(self) -> Message | None:
         """The next message: one that waited (its partition resumes when none of its own
