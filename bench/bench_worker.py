@@ -24,6 +24,7 @@ import argparse
 import fnmatch
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -31,11 +32,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import paramiko
 from confluent_kafka import Consumer, Producer
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.fileservers import HOST, LocalUser, SshServer, local_user, make_key  # noqa: E402
 from tests.kafkabroker import CLIENT_CONFIG, create_topics, start_broker, stop_broker  # noqa: E402
 from tests.workerproc import WorkerProcess  # noqa: E402
 
@@ -110,17 +113,19 @@ def plain(folder: Path, bootstrap: str, topic: str, reader: Reader, count: int) 
     return reader.until(target) - began
 
 
-def job(job_id: str, folder: Path) -> bytes:
-    value = {
-        "job_id": job_id,
-        "source_config": {"source_type": "local", "path": str(folder)},
-        "file_pattern": "*.csv",
-    }
+def job(job_id: str, source: Path | dict[str, Any]) -> bytes:
+    """A polling job for a local folder, or for the source config given."""
+    config = {"source_type": "local", "path": str(source)} if isinstance(source, Path) else source
+    value = {"job_id": job_id, "source_config": config, "file_pattern": "*.csv"}
     return json.dumps(value).encode()
 
 
 def run_jobs(
-    bootstrap: str, topic: str, reader: Reader, jobs: list[tuple[str, Path]], expect: int
+    bootstrap: str,
+    topic: str,
+    reader: Reader,
+    jobs: list[tuple[str, Path | dict[str, Any]]],
+    expect: int,
 ) -> float:
     """Produce the jobs (job i to partition i) and wait for `expect` more events; seconds."""
     producer = Producer({"bootstrap.servers": bootstrap})
@@ -134,8 +139,10 @@ def run_jobs(
     return reader.until(target) - began
 
 
-def started(folder: Path, name: str, kafka: dict[str, Any]) -> WorkerProcess:
-    worker = WorkerProcess(folder / name, {**kafka, "client_id": name})
+def started(
+    folder: Path, name: str, kafka: dict[str, Any], env: dict[str, str] | None = None
+) -> WorkerProcess:
+    worker = WorkerProcess(folder / name, {**kafka, "client_id": name}, env)
     worker.start()
     deadline = time.monotonic() + 30
     while not worker.health()[1]["assigned"]:
@@ -145,9 +152,84 @@ def started(folder: Path, name: str, kafka: dict[str, Any]) -> WorkerProcess:
     return worker
 
 
+def plain_sftp(
+    server: SshServer, user: LocalUser, folder: str, bootstrap: str, topic: str, reader: Reader
+) -> tuple[int, float]:
+    """The plain script over SFTP: paramiko listdir_attr, a plain producer; (files, s)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    began = time.perf_counter()
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # a bench's own sshd
+    client.connect(HOST, server.port, user.name, user.password, look_for_keys=False)
+    count = 0
+    target = reader.seen
+    for attr in client.open_sftp().listdir_attr(folder):
+        if fnmatch.fnmatch(attr.filename, "*.csv"):
+            value = {"path": attr.filename, "size": attr.st_size, "mtime": attr.st_mtime}
+            producer.produce(topic, json.dumps(value).encode(), key=attr.filename.encode())
+            producer.poll(0)
+            count += 1
+    producer.flush(60)
+    seconds = reader.until(target + count) - began
+    client.close()
+    return count, seconds
+
+
+def sftp_rows(folder: Path, files: int, bootstrap: str, rows: Rows) -> None:
+    """Plain and Poller over a real sshd (as root: it needs a throwaway local user)."""
+    name = uuid.uuid4().hex[:6]
+    polling, events, plain_topic = f"spoll-{name}", f"sevents-{name}", f"splain-{name}"
+    create_topics(bootstrap, {polling: 1, events: 3, f"sdlq-{name}": 1, plain_topic: 3})
+    with local_user() as user:
+        remote = user.home / "in"
+        write_folder(remote, files)
+        for path in (remote, *remote.iterdir()):
+            shutil.chown(path, user.name, user.name)
+        server = SshServer(folder, user)
+        server.start(make_key(folder / "host_key"))
+        known_hosts = folder / "known_hosts"
+        known_hosts.write_text(server.known_hosts_line())
+        try:
+            plain_reader = Reader(bootstrap, plain_topic)
+            count, seconds = plain_sftp(
+                server, user, str(remote), bootstrap, plain_topic, plain_reader
+            )
+            plain_reader.close()
+            rows.append(("plain script over SFTP (paramiko listdir_attr)", count, seconds))
+            kafka = {
+                "bootstrap_servers": bootstrap,
+                "group_id": f"sbench-{name}",
+                "polling_topic": polling,
+                "file_event_topic": events,
+                "dlq_topic": f"sdlq-{name}",
+                "config": FAST_FETCH,
+                "health_port": 0,
+            }
+            source = {
+                "source_type": "sftp",
+                "host": HOST,
+                "port": server.port,
+                "username": user.name,
+                "password": "${BENCH_SFTP_PASSWORD}",
+                "known_hosts_path": str(known_hosts),
+                "path": str(remote),
+            }
+            reader = Reader(bootstrap, events)
+            worker = started(folder, "sftp-w1", kafka, {"BENCH_SFTP_PASSWORD": user.password})
+            seconds = run_jobs(bootstrap, polling, reader, [("s", source)], files)
+            rows.append(("poller over SFTP, 1 job, 1 worker", files, seconds))
+            worker.stop()
+            reader.close()
+        finally:
+            server.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=10_000, help="files per folder")
+    parser.add_argument(
+        "--no-sftp", action="store_true", help="leave out SFTP (it needs root and sshd)"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="poller-bench-worker-"))
     print(f"folder: {folder}; {args.files:,} files per source; {os.cpu_count()} CPUs")
@@ -219,19 +301,30 @@ def main() -> int:
         for worker in (one, *others):
             worker.stop()
         reader.close()
+        if not args.no_sftp:
+            (folder / "sftp").mkdir()
+            sftp_rows(folder / "sftp", args.files, bootstrap, rows)
     finally:
         stop_broker(broker)
-    plain_rate = args.files / rows[0][2]
     print()
-    print(f"{'what':<44} | {'events':>7} | {'seconds':>8} | {'events/s':>9} | vs plain")
-    print("-" * 85)
+    print(f"{'what':<48} | {'events':>7} | {'seconds':>8} | {'events/s':>9} | vs plain")
+    print("-" * 89)
+    plain_rate = 0.0
     for what, count, seconds in rows:
         rate = count / seconds if count and seconds else 0.0
-        ratio = f"{plain_rate / rate:.2f}x" if rate else "-"
-        print(f"{what:<44} | {count:>7,} | {seconds:>8.3f} | {rate:>9,.0f} | {ratio}")
+        if what.startswith("plain"):
+            plain_rate = plain_rate or rate
+            ratio = "-"
+        else:
+            ratio = f"{plain_rate / rate:.2f}x" if rate else "-"
+        if what.startswith("plain script over"):
+            plain_rate = rate  # the SFTP rows compare with the plain SFTP script
+            ratio = "-"
+        print(f"{what:<48} | {count:>7,} | {seconds:>8.3f} | {rate:>9,.0f} | {ratio}")
     print(
-        "\nvs plain: how many times longer per event than the plain script's one folder. "
-        "Poller's seconds are from the job produced to its last event consumed here."
+        "\nvs plain: how many times longer per event than the plain script on the same "
+        "source (one folder). Every time runs from the start (a job produced, or the plain "
+        "script's first listing) to its last event consumed by this process."
     )
     return 0
 
