@@ -13,10 +13,12 @@ on the loop thread.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from poller.clock import Clock
+from poller.config.kafka import with_environment
 from poller.config.models import Config, Job
 from poller.executors.local import LocalExecutor
 from poller.firing import Firing, Wake
@@ -70,7 +72,11 @@ class Daemon:
         self.redactor = redactor or Redactor(config.secret_values())
         self.scheduler = HeapScheduler(clock)
         self.clients = ClientPool(
-            config.environments, clock, redactor=self.redactor, connections=config.calls_at_once()
+            config.environments,
+            clock,
+            redactor=self.redactor,
+            connections=config.calls_at_once(),
+            kafka=with_environment(config.settings.kafka, os.environ),
         )
         self.monitor = Monitor(config, store, self.redactor, clock, save=store.save_later)
         self.executor = LocalExecutor(
@@ -142,6 +148,7 @@ class Daemon:
                 self.clock,
                 redactor=self.redactor,
                 connections=config.calls_at_once(),
+                kafka=with_environment(config.settings.kafka, os.environ),
             )
         for setting in ("max_workers", "state_db", "durability", "log_file", "log_format", "api"):
             if getattr(config.settings, setting) != getattr(old.settings, setting):

@@ -84,7 +84,31 @@ def write(folder: Path, config: Any, name: str = "config.json") -> Path:
     return path
 
 
-class DaemonProcess:
+class AppProcess:
+    """A `python app.py …` subprocess: signals, its exit, and a stop that ends it."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+class DaemonProcess(AppProcess):
     def __init__(self, folder: Path, config: dict[str, Any], env: dict[str, str] | None = None):
         self.folder = folder
         self.config_path = folder / "config.json"
@@ -151,24 +175,6 @@ class DaemonProcess:
             timeout,
             what=f"{count} {status or ''} runs of {job_id}",
         )
-
-    def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    def wait_exit(self, timeout: float = 30.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
 
 
 def config_with(

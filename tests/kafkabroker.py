@@ -123,16 +123,8 @@ class Topics:
             **fields,
         }
 
-    def produce(self, topic: str, *values: bytes | str | dict[str, Any], key: str = "k") -> None:
-        producer = Producer({"bootstrap.servers": self.bootstrap})
-        for value in values:
-            raw = json.dumps(value) if isinstance(value, dict) else value
-            producer.produce(topic, value=raw, key=key)
-        assert producer.flush(10) == 0
-
-    def read(self, topic: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-        """The first `count` messages of a topic (key, value as JSON, partition, offset);
-        fails if fewer come within `timeout`. Reads from the start, in a group of its own."""
+    def _reader(self, topic: str) -> Consumer:
+        """A consumer of `topic` from its start, in a group of its own."""
         consumer = Consumer(
             {
                 "bootstrap.servers": self.bootstrap,
@@ -143,6 +135,19 @@ class Topics:
             }
         )
         consumer.subscribe([topic])
+        return consumer
+
+    def produce(self, topic: str, *values: bytes | str | dict[str, Any], key: str = "k") -> None:
+        producer = Producer({"bootstrap.servers": self.bootstrap})
+        for value in values:
+            raw = json.dumps(value) if isinstance(value, dict) else value
+            producer.produce(topic, value=raw, key=key)
+        assert producer.flush(10) == 0
+
+    def read(self, topic: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """The first `count` messages of a topic (key, value as JSON, partition, offset);
+        fails if fewer come within `timeout`. Reads from the start, in a group of its own."""
+        consumer = self._reader(topic)
         got: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         try:
@@ -165,16 +170,7 @@ class Topics:
 
     def count(self, topic: str, settle: float = 1.5) -> int:
         """How many messages a topic holds (read until `settle` quiet seconds)."""
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"counter-{uuid.uuid4()}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                **CLIENT_CONFIG,
-            }
-        )
-        consumer.subscribe([topic])
+        consumer = self._reader(topic)
         seen, quiet_since = 0, time.monotonic()
         try:
             while time.monotonic() - quiet_since < settle + 1.0 + (0 if seen else 1.0):

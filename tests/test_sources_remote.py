@@ -4,6 +4,7 @@ every kind, then what only one of them does (host keys, private keys, TLS sessio
 from __future__ import annotations
 
 import ftplib
+import json
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from tests.fileservers import (
     silent_server,
     write_tree,
 )
+from tests.kafkabroker import Topics
+from tests.workerproc import MakeWorker
 
 FOLDER = "in"
 """Where the tree is, relative to the login folder."""
@@ -392,3 +395,27 @@ def test_plain_ftp_to_a_server_that_requires_tls_is_refused(
     with pytest.raises(SourceError, match=r"login refused \(530 .*encryption") as raised:
         open_source(config, {})
     assert user.password not in str(raised.value)
+
+
+# --- through a real worker: a polling job in, one event per file out -------------------
+
+
+def test_a_worker_lists_every_remote_source_and_publishes_one_event_per_file(
+    remote: Remote, workers: MakeWorker, topics: Topics
+) -> None:
+    """End to end (SPEC §10): the job names the password as ${SOURCE_PASSWORD}, which the
+    worker fills from its own environment; no event, log line or metric carries it."""
+    worker = workers(env={"SOURCE_PASSWORD": remote.password})
+    source = {**remote.settings, "path": FOLDER, "password": "${SOURCE_PASSWORD}"}
+    job = {"job_id": f"{remote.kind}-job", "source_config": source, "file_pattern": "**/*"}
+    topics.produce(topics.polling, job)
+    events = topics.read(topics.events, len(remote.expected), timeout=30)
+    worker.wait_log(f"published {len(remote.expected)} event(s)")
+    got = sorted((e["value"]["path"], e["value"]["size"]) for e in events)
+    assert got == sorted((f.path, f.size) for f in remote.expected)
+    assert {e["value"]["source_type"] for e in events} == {remote.settings["source_type"]}
+    shown = json.dumps(events) + worker.log() + worker.metrics()
+    assert remote.password not in shown
+    assert f'poller_files_published_total{{source_type="{remote.settings["source_type"]}"}}' in (
+        worker.metrics()
+    )

@@ -4,6 +4,7 @@ directory index server with hostile routes (tests/objectstores.py); no mocks."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ from poller.redaction import MASK
 from poller.sources import FileInfo, Source, SourceError, open_source
 from poller.sources.base import MAX_DEPTH
 from poller.sources.http import MAX_ENTRIES
+from tests.kafkabroker import Topics
 from tests.objectstores import (
     ACCESS_KEY_ID,
     API_KEY,
@@ -31,6 +33,7 @@ from tests.objectstores import (
     SeaweedS3,
     free_ports,
 )
+from tests.workerproc import MakeWorker
 
 BUCKET = "poller-files"
 BULK = 1_100  # more than one page of list_objects_v2 (1,000 keys)
@@ -105,6 +108,32 @@ def test_s3_lists_every_page(s3: SeaweedS3) -> None:
     files = listing(s3_source(s3, prefix="bulk/"), recursive=False)
 
     assert sorted(files) == [f"k{i:04}" for i in range(BULK)]
+
+
+def test_a_worker_lists_the_bucket_and_publishes_one_event_per_object(
+    s3: SeaweedS3, workers: MakeWorker, topics: Topics
+) -> None:
+    """End to end (SPEC §10): the keys come from the worker's environment; events carry
+    each object's etag, and no key reaches an event, a log line or a metric."""
+    worker = workers(env={"S3_KEY_ID": ACCESS_KEY_ID, "S3_SECRET": SECRET_ACCESS_KEY})
+    config = {
+        "source_type": "s3",
+        "bucket": BUCKET,
+        "prefix": "in",
+        "endpoint_url": s3.endpoint_url,
+        "access_key_id": "${S3_KEY_ID}",
+        "secret_access_key": "${S3_SECRET}",
+    }
+    topics.produce(
+        topics.polling, {"job_id": "bucket", "source_config": config, "file_pattern": "**/*.csv"}
+    )
+    events = topics.read(topics.events, 4, timeout=30)
+    worker.wait_log("published 4 event(s)")
+    values = sorted((e["value"] for e in events), key=lambda v: v["path"])
+    assert [v["path"] for v in values] == ["a.csv", "b.csv", "sub/c.csv", "sub/deep/d.csv"]
+    assert all(v["etag"] and v["source"].startswith(f"s3://{BUCKET}/in/@") for v in values)
+    shown = json.dumps(events) + worker.log() + worker.metrics()
+    assert ACCESS_KEY_ID not in shown and SECRET_ACCESS_KEY not in shown
 
 
 @pytest.mark.parametrize(

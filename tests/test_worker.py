@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,23 +21,7 @@ import pytest
 from poller.store import SqliteStore
 from tests.daemonproc import REPO, wait_until
 from tests.kafkabroker import Topics
-from tests.workerproc import WorkerProcess
-
-MakeWorker = Callable[..., WorkerProcess]
-
-
-@pytest.fixture
-def workers(tmp_path: Path, topics: Topics) -> Iterator[MakeWorker]:
-    started: list[WorkerProcess] = []
-
-    def make(name: str = "w1", **kafka: Any) -> WorkerProcess:
-        worker = WorkerProcess(tmp_path / name, topics.kafka_settings(client_id=name, **kafka))
-        started.append(worker.start())
-        return worker
-
-    yield make
-    for worker in started:
-        worker.stop()
+from tests.workerproc import MakeWorker, WorkerProcess
 
 
 def kafka_app(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,21 +6,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
-from tests.daemonproc import REPO, wait_until
+from tests.daemonproc import REPO, AppProcess, wait_until
+from tests.kafkabroker import Topics
 
 _HEALTH = re.compile(r"health and metrics at (http://\S+)/health")
 
 
-class WorkerProcess:
+class WorkerProcess(AppProcess):
     def __init__(self, folder: Path, kafka: dict[str, Any], env: dict[str, str] | None = None):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -74,26 +75,21 @@ class WorkerProcess:
     def metrics(self) -> str:
         return requests.get(self.health_url + "/metrics", timeout=5).text
 
-    def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
 
-    def wait_exit(self, timeout: float = 30.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
+MakeWorker = Callable[..., WorkerProcess]
 
 
-def settle(seconds: float) -> None:
-    """Let a worker show that nothing more comes (only for asserting an absence)."""
-    time.sleep(seconds)
+@pytest.fixture
+def workers(tmp_path: Path, topics: Topics) -> Iterator[MakeWorker]:
+    """Starts workers on this test's topics (`workers("w2", source_retries=0)`, env too);
+    stopped at the end."""
+    started: list[WorkerProcess] = []
+
+    def make(name: str = "w1", env: dict[str, str] | None = None, **kafka: Any) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path / name, topics.kafka_settings(client_id=name, **kafka), env)
+        started.append(worker.start())
+        return worker
+
+    yield make
+    for worker in started:
+        worker.stop()

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -40,6 +41,7 @@ from poller.commands.options import (
     say,
 )
 from poller.config.chain import calls_at_once
+from poller.config.kafka import with_environment
 from poller.config.models import Config, Job
 from poller.errors import ConfigError
 from poller.monitor import Monitor
@@ -73,7 +75,11 @@ def cmd_run(source: ConfigSource, args: argparse.Namespace) -> int:
         return EXIT_FAILED
     clock = SystemClock()
     clients = ClientPool(
-        config.environments, clock, redactor=redactor, connections=calls_at_once(job.integrationIDs)
+        config.environments,
+        clock,
+        redactor=redactor,
+        connections=calls_at_once(job.integrationIDs),
+        kafka=with_environment(config.settings.kafka, os.environ),
     )
     store = open_history_store(config)
     saved: list[RunResult] = []
@@ -100,6 +106,7 @@ def cmd_run(source: ConfigSource, args: argparse.Namespace) -> int:
                     clock=clock,
                     cancelled=lambda: bool(signum_seen),
                     changes=None if store is None else monitor.changes,
+                    store=store,
                 )
             )
         finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
@@ -16,6 +16,7 @@ from typing_extensions import TypeAliasType
 
 from poller.config.base import Model
 from poller.config.constraints import HTTP_URL_PATTERN, text_matching
+from poller.config.sources import SourceConfig
 from poller.redaction import is_secret_name, is_secret_parameter, mask_url
 
 MAX_RESPONSE_BYTES = 10 * 1024 * 1024
@@ -202,11 +203,44 @@ class FunctionEntry(Model):
         return value
 
 
+class FilesCall(Model):
+    source_config: SourceConfig
+    file_pattern: str = Field(
+        "*", min_length=1, description='A glob over paths: "*.csv", "**/*.csv" (any depth).'
+    )
+    emit: Literal["new", "all"] = Field(
+        "new", description='"new": files new or changed since the last successful run; "all".'
+    )
+
+
+class FilesEntry(Model):
+    """Lists a source (SPEC §10): its output is the files, as a worker's events."""
+
+    files: FilesCall
+    when: Cond | None = None
+    continue_on_error: bool = False
+
+
+class KafkaCall(Model):
+    topic: str = Field(min_length=1, description="Where the entry's input is published.")
+    key: str | None = Field(
+        None, description='Dotted path in the input whose value keys the message ("job_id").'
+    )
+
+
+class KafkaEntry(Model):
+    """Publishes its input as one JSON message (SPEC §10), on settings.kafka's broker."""
+
+    kafka: KafkaCall
+    when: Cond | None = None
+    continue_on_error: bool = False
+
+
 def _entry_kind(value: Any) -> str | None:
     if isinstance(value, str):
         return "id"
     if isinstance(value, dict):
-        for key in ("http", "function"):
+        for key in ("http", "function", "files", "kafka"):
             if key in value:
                 return key
         return "each" if "for_each" in value else "integration"
@@ -215,18 +249,25 @@ def _entry_kind(value: Any) -> str | None:
             return kind
     if isinstance(value, FunctionEntry):
         return "function"
+    if isinstance(value, FilesEntry):
+        return "files"
+    if isinstance(value, KafkaEntry):
+        return "kafka"
     if isinstance(value, ForEachEntry):
         return "each"  # not "for_each": a tag named as a key would look like a place in it
     return None
 
 
 _ENTRY_MESSAGE = (
-    'expected an integration ID string or an object with "id", "http", "function" or "for_each"'
+    'expected an integration ID string or an object with "id", "http", "function", "files", '
+    '"kafka" or "for_each"'
 )
 SubEntry = Annotated[
     Annotated[IntegrationEntry, Tag("integration")]
     | Annotated[HttpEntry, Tag("http")]
     | Annotated[FunctionEntry, Tag("function")]
+    | Annotated[FilesEntry, Tag("files")]
+    | Annotated[KafkaEntry, Tag("kafka")]
     | Annotated[Annotated[str, Field(min_length=1)], Tag("id")],
     Discriminator(
         _entry_kind,
@@ -261,6 +302,8 @@ Entry = Annotated[
     Annotated[IntegrationEntry, Tag("integration")]
     | Annotated[HttpEntry, Tag("http")]
     | Annotated[FunctionEntry, Tag("function")]
+    | Annotated[FilesEntry, Tag("files")]
+    | Annotated[KafkaEntry, Tag("kafka")]
     | Annotated[ForEachEntry, Tag("each")]
     | Annotated[Annotated[str, Field(min_length=1)], Tag("id")],
     Discriminator(
@@ -273,7 +316,7 @@ Entry = Annotated[
 
 def leaf_entries(
     steps: list[list[Any]],
-) -> Iterator[IntegrationEntry | HttpEntry | FunctionEntry | str]:
+) -> Iterator[IntegrationEntry | HttpEntry | FunctionEntry | FilesEntry | KafkaEntry | str]:
     """Every entry that makes a call or runs a function, in order: a for_each's sub-chain
     entries in its place."""
     for step in steps:
@@ -284,7 +327,15 @@ def leaf_entries(
                 yield entry
 
 
-def entry_id(entry: IntegrationEntry | HttpEntry | FunctionEntry | ForEachEntry | str) -> str:
+def entry_id(
+    entry: IntegrationEntry
+    | HttpEntry
+    | FunctionEntry
+    | FilesEntry
+    | KafkaEntry
+    | ForEachEntry
+    | str,
+) -> str:
     """The id a step record shows for a chain entry."""
     if isinstance(entry, str):
         return entry
@@ -294,6 +345,10 @@ def entry_id(entry: IntegrationEntry | HttpEntry | FunctionEntry | ForEachEntry 
         return entry.id
     if isinstance(entry, HttpEntry):
         return f"http:{entry.http.method.upper()} {mask_url(entry.http.url.split('?')[0])}"
+    if isinstance(entry, FilesEntry):
+        return f"files:{entry.files.source_config.source_type} {entry.files.file_pattern}"
+    if isinstance(entry, KafkaEntry):
+        return f"kafka:{entry.kafka.topic}"
     return f"function:{entry.function}"
 
 

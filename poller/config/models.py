@@ -27,7 +27,7 @@ from pydantic import (
 
 from poller.config.alerts import Alerts, ChangeSpec, Channel, check_http_url
 from poller.config.base import Model
-from poller.config.chain import Entry, HttpEntry, calls_at_once, leaf_entries
+from poller.config.chain import Entry, FilesEntry, HttpEntry, calls_at_once, leaf_entries
 from poller.config.constraints import (
     CRON_PATTERN,
     DURATION_PATTERN,
@@ -40,6 +40,7 @@ from poller.config.constraints import (
 )
 from poller.config.environments import PUBLIC_HEADERS, BasicAuth, Environment, basic_credentials
 from poller.config.kafka import KafkaSettings
+from poller.config.sources import secret_values as source_secrets
 from poller.errors import Problem
 from poller.timeformat import CLOCK_RE, parse_clock, parse_duration
 
@@ -428,6 +429,8 @@ class Config(Model):
             for entry in leaf_entries(job.integrationIDs):
                 if isinstance(entry, HttpEntry):
                     values.extend(entry.http.secret_values())
+                elif isinstance(entry, FilesEntry):
+                    values.extend(source_secrets(entry.files.source_config))
         return [secret.get_secret_value() for secret in secrets] + [v for v in values if v]
 
     def calls_at_once(self) -> int:

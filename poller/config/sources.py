@@ -11,7 +11,6 @@ from pydantic import Discriminator, Field, SecretStr, Tag
 
 from poller.config.base import Model
 from poller.config.constraints import HTTP_URL_PATTERN, text_matching
-from poller.config.environments import PUBLIC_HEADERS
 
 SOURCE_TYPES = ("dummy", "local", "sftp", "ftp", "ftps", "s3", "http")
 
@@ -113,5 +112,8 @@ def secret_values(source: Any) -> list[str]:
         if isinstance(getattr(source, name, None), SecretStr)
     ]
     if isinstance(source, HttpSource):
+        # Imported here: environments imports chain, which holds sources in its entries.
+        from poller.config.environments import PUBLIC_HEADERS
+
         values.extend(v for k, v in source.headers.items() if k.lower() not in PUBLIC_HEADERS)
     return [value for value in values if value]

@@ -105,6 +105,7 @@ class LocalExecutor:
                 scheduled_for=record.scheduled_for,
                 clock=self.clock,
                 changes=None if monitor is None else monitor.changes,
+                store=self.store,
             )
             sends: list[Send] = []
             if monitor is not None:

@@ -63,12 +63,17 @@ def file_event(job: PollingJob, identity: str, file: FileInfo, now: datetime) ->
     return Event(f"{identity}|{file.path}", value)
 
 
-def list_files(job: PollingJob, source: Source, store: Store, now: datetime) -> Listing:
-    """The job's matching files and the events of those new or changed (all with emit
-    "all"); raises SourceError."""
-    scope = f"{source.identity}|{job.file_pattern}"
+def scope_of(source: Source, pattern: str) -> str:
+    """What listing state is kept under: a source and a pattern."""
+    return f"{source.identity}|{pattern}"
+
+
+def list_files(job: PollingJob, source: Source, store: Store | None, now: datetime) -> Listing:
+    """The job's matching files and the events of those new or changed since the listing
+    `store` keeps (every one with emit "all", or without a store); raises SourceError."""
+    scope = scope_of(source, job.file_pattern)
     files = list(matching(source.files(is_recursive(job.file_pattern)), job.file_pattern))
-    seen = {} if job.emit == "all" else store.listing(scope)
+    seen = {} if job.emit == "all" or store is None else store.listing(scope)
     events = tuple(
         file_event(job, source.identity, file, now)
         for file in files

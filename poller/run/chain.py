@@ -47,6 +47,7 @@ from poller.clock import Clock, SystemClock
 from poller.config.chain import ForEachEntry, HttpEntry, calls_at_once, entry_id, leaf_entries
 from poller.config.models import Config, Job
 from poller.errors import CallError, ChainError, PollerError, RunCancelledError, RunStoppedError
+from poller.kafka.listing import remember
 from poller.logs import item_context, run_context, run_logger
 from poller.redaction import Redactor
 from poller.run.changes import changed_items, paths_changed
@@ -65,6 +66,7 @@ from poller.run.results import (
 )
 from poller.run.steps import EntryOutput, StepRunner
 from poller.run.transport import Session
+from poller.store import Store, StoreError
 from poller.timeformat import ms_since, seconds_text, utc_text
 from poller.timing import blackout_reason, zone_of
 
@@ -93,6 +95,7 @@ def run_job(
     clock: Clock | None = None,
     cancelled: Callable[[], bool] = lambda: False,
     changes: ChangeTracker | None = None,
+    store: Store | None = None,
 ) -> RunResult:
     """Run `job`'s chain once and return its record; never raises.
 
@@ -105,6 +108,8 @@ def run_job(
             (Ctrl-C in `app.py run`; the daemon lets a run finish within its grace).
         changes: compares a successful output with the job's baseline (detect_changes);
             None: not compared.
+        store: keeps what `files` entries listed, once the run succeeds; None: every
+            file is new each time.
     """
     clock = clock or SystemClock()
     run_id = run_id or new_run_id()
@@ -122,6 +127,7 @@ def run_job(
             clock,
             cancelled,
             changes,
+            store,
         )
 
 
@@ -138,6 +144,7 @@ def _run_job(
     clock: Clock,
     cancelled: Callable[[], bool],
     changes: ChangeTracker | None,
+    store: Store | None,
 ) -> RunResult:
     started_at = clock.now()
     is_dry_run = job.dry_run if dry_run is None else dry_run
@@ -233,6 +240,7 @@ def _run_job(
                 dry_run=is_dry_run,
                 logger=log,
                 clock=clock,
+                store=store,
             )
             data = {**job.input, **(input or {})}
             deadline, timeout = None, ""
@@ -245,6 +253,8 @@ def _run_job(
         finally:
             if session is not None:
                 session.close()
+        if stop is None:
+            _remember_listings(runner)
         return finish("success" if stop is None else "failed", stop, steps, output)
     except (RunStoppedError, RunCancelledError) as err:
         log.warning("run interrupted: %s", err)
@@ -252,6 +262,21 @@ def _run_job(
     except Exception as err:  # the run boundary: a failure goes into the record
         log.exception("run failed unexpectedly")
         return finish("failed", cap_error(describe_error(err)), steps, None)
+
+
+def _remember_listings(runner: StepRunner) -> None:
+    """Keep what the run's `files` entries listed: their files are not new next time. A
+    store that cannot take it costs the run nothing; the files come again."""
+    store = runner.store
+    if store is None:
+        return
+    for listing in runner.listings:
+        try:
+            remember(listing, store, runner.clock.now())
+        except StoreError as err:
+            log.warning(
+                "the listing of %s was not kept (%s); its files come again", listing.scope, err
+            )
 
 
 @dataclass(slots=True)

@@ -27,7 +27,9 @@ from poller.config.environments import (
     SessionAuth,
     basic_credentials,
 )
+from poller.config.kafka import KafkaSettings
 from poller.errors import CallError
+from poller.kafka.publisher import Publisher
 from poller.logs import run_logger
 from poller.redaction import Redactor, is_secret_name, is_secret_parameter, mask_url
 from poller.run.paths import kind_of, resolve
@@ -272,7 +274,8 @@ class ClientPool:
 
     `redactor` learns every credential its clients use or obtain (tokens, cookies); runs
     mask their records with it. `connections`: the most calls at once, to keep that many
-    connections per host (Config.calls_at_once).
+    connections per host (Config.calls_at_once). `publisher` sends the `kafka` entries'
+    messages, to settings.kafka's broker.
     """
 
     def __init__(
@@ -281,7 +284,9 @@ class ClientPool:
         clock: Clock | None = None,
         redactor: Redactor | None = None,
         connections: int = 1,
+        kafka: KafkaSettings | None = None,
     ) -> None:
+        self.publisher = Publisher(kafka or KafkaSettings())
         self._environments = dict(environments)
         self._clock = clock
         self._connections = connections
@@ -316,6 +321,7 @@ class ClientPool:
             self.is_closed = True
         for client in clients:
             client.close()
+        self.publisher.close()
 
 
 def display_url(url: str) -> str:

@@ -1,4 +1,5 @@
-"""Executors for the three kinds of chain entry: integration call, plain HTTP call, function.
+"""Executors of the chain entries that are one call each: integration, plain HTTP, function,
+`files` (list a source) and `kafka` (publish the input).
 
 They do the I/O of one entry and raise on failure; judging conditions, merging outputs and
 recording results is the chain's business (poller.run.chain).
@@ -16,6 +17,11 @@ Choices:
   is picked up only after a restart. The callable gets a copy of the input (with the entry's
   `input` merged over it) and a FunctionContext; it returns a dict (None counts as {}),
   made JSON-clean (a datetime becomes its string) before the next step sees it.
+- files: lists the source anew each run (no connection is kept) and outputs the files new
+  or changed since the last *successful* run's listing, as a worker's events; the chain
+  keeps the listing only when the run succeeds, so a failed run lists them again.
+- kafka: one JSON message of the input, acknowledged before the entry ends (no retry: a
+  failure fails the entry, and the run's own retries are the operator's to decide).
 - dry run: integration and http calls are only logged ("dry run: would POST <url>", never
   headers, query values or bodies) and return their input unchanged, so later steps see
   plausible data and their conditions decide as they would; functions are called with
@@ -28,21 +34,34 @@ import copy
 import importlib
 import json
 import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from poller.clock import Clock
-from poller.config.chain import Entry, FunctionEntry, HttpEntry, IntegrationEntry
+from poller.config.chain import (
+    Entry,
+    FilesEntry,
+    FunctionEntry,
+    HttpEntry,
+    IntegrationEntry,
+    KafkaEntry,
+)
+from poller.config.kafka import PollingJob
 from poller.config.models import Config
 from poller.errors import ChainError
+from poller.kafka.listing import Listing, list_files
 from poller.run.client import display_url, http_call
+from poller.run.paths import resolve
+from poller.sources import open_source
+from poller.store import Store
 from poller.timeformat import json_default
 
 if TYPE_CHECKING:
@@ -91,6 +110,10 @@ class StepRunner:
     dry_run: bool
     logger: logging.LoggerAdapter[logging.Logger]
     clock: Clock
+    store: Store | None = None
+    """Keeps what `files` entries listed; None: every file is new each time."""
+    listings: list[Listing] = field(default_factory=list)
+    """What `files` entries listed, kept in `store` once the run has succeeded."""
 
     def run(
         self, entry: Entry, data: dict[str, Any], *, request_id: str, deadline: float | None
@@ -104,7 +127,47 @@ class StepRunner:
             return self._http(entry, data, request_id, deadline)
         if isinstance(entry, FunctionEntry):
             return self._function(entry, data, request_id, deadline)
+        if isinstance(entry, FilesEntry):
+            return self._files(entry)
+        if isinstance(entry, KafkaEntry):
+            return self._kafka(entry, data)
         raise TypeError("a for_each entry is run by poller.run.chain, not as one call")
+
+    def _files(self, entry: FilesEntry) -> EntryOutput:
+        """List a source: the files new or changed since the last successful run (SPEC
+        §10), each as a worker's event; a dry run lists too, and keeps nothing."""
+        call = entry.files
+        job = PollingJob(
+            job_id=self.job_id,
+            source_config=call.source_config,
+            file_pattern=call.file_pattern,
+            emit=call.emit,
+        )
+        source = open_source(call.source_config, os.environ)
+        try:
+            listing = list_files(job, source, self.store, self.clock.now())
+        finally:
+            source.close()
+        if self.store is not None and not self.dry_run:
+            self.listings.append(listing)
+        files = [event.value for event in listing.events]
+        return EntryOutput({"files": files, "new": len(files), "matched": listing.matched}, 1)
+
+    def _kafka(self, entry: KafkaEntry, data: dict[str, Any]) -> EntryOutput:
+        """Publish the input as one JSON message, keyed by the value at `key`."""
+        call = entry.kafka
+        key = None
+        if call.key is not None:
+            found, value, why = resolve(data, call.key)
+            if not found:
+                raise ChainError(self.job_id, f"kafka key {call.key!r}: {why}")
+            key = value if isinstance(value, str) else json.dumps(value, default=json_default)
+        if self.dry_run:
+            self.logger.info(
+                "dry run: would publish input keys %s to %s", sorted(data) or "none", call.topic
+            )
+            return EntryOutput(dict(data), 0)
+        return EntryOutput(self.clients.publisher.publish(call.topic, key, data), 1)
 
     def _integration(
         self,
