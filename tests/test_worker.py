@@ -21,6 +21,7 @@ import pytest
 from poller.store import SqliteStore
 from tests.daemonproc import REPO, wait_until
 from tests.kafkabroker import Topics
+from tests.receivers import unused_port
 from tests.workerproc import MakeWorker, WorkerProcess
 
 
@@ -395,3 +396,18 @@ def test_listings_of_sources_not_polled_for_listing_keep_days_are_forgotten(
     assert reader.listing("local:///old|*.csv") == {}
     assert reader.listing("local:///recent|*.csv") == {"b.csv": "1||"}
     reader.close()
+
+
+def test_a_source_still_down_after_its_retries_is_a_dead_letter(
+    workers: MakeWorker, topics: Topics
+) -> None:
+    url = f"http://127.0.0.1:{unused_port()}/"
+    down = {"source_type": "http", "url": url, "timeout_seconds": 1}
+    topics.produce(topics.polling, {"job_id": "down", "source_config": down})
+    worker = workers(source_retries=2, source_backoff_seconds=0.2)
+    [letter] = topics.read(topics.dlq, 1)
+    assert letter["value"]["reason"] == f"{url}: cannot connect"
+    log = worker.wait_log("dead letter:")
+    assert log.count("listing failed") == 2  # attempts 2 and 3, after 0.2 s and 0.4 s
+    assert "attempt 2 again in 0.2s" in log and "attempt 3 again in 0.4s" in log
+    assert 'poller_connection_errors_total{source_type="http"} 3.0' in worker.metrics()
