@@ -194,19 +194,22 @@ def test_s3_missing_bucket_is_not_retried(s3: SeaweedS3) -> None:
     assert err.source.startswith("s3://no-such-bucket/@127.0.0.1:")
 
 
+def s3_at(port: int, timeout_seconds: float) -> Source:
+    """The bucket at an endpoint on 127.0.0.1:`port` (one that is no SeaweedFS)."""
+    return source(
+        source_type="s3",
+        bucket=BUCKET,
+        endpoint_url=f"http://127.0.0.1:{port}",
+        access_key_id=ACCESS_KEY_ID,
+        secret_access_key=SECRET_ACCESS_KEY,
+        timeout_seconds=timeout_seconds,
+    )
+
+
 def test_s3_dead_endpoint_is_retried() -> None:
     (port,) = free_ports(1)
     started = time.monotonic()
-    err = listing_error(
-        source(
-            source_type="s3",
-            bucket=BUCKET,
-            endpoint_url=f"http://127.0.0.1:{port}",
-            access_key_id=ACCESS_KEY_ID,
-            secret_access_key=SECRET_ACCESS_KEY,
-            timeout_seconds=1,
-        )
-    )
+    err = listing_error(s3_at(port, timeout_seconds=1))
 
     assert (err.reason, err.is_retryable) == ("cannot connect to the endpoint", True)
     assert time.monotonic() - started < 10
@@ -218,16 +221,7 @@ def test_s3_silent_endpoint_times_out() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         started = time.monotonic()
-        err = listing_error(
-            source(
-                source_type="s3",
-                bucket=BUCKET,
-                endpoint_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
-                access_key_id=ACCESS_KEY_ID,
-                secret_access_key=SECRET_ACCESS_KEY,
-                timeout_seconds=0.3,
-            )
-        )
+        err = listing_error(s3_at(listener.getsockname()[1], timeout_seconds=0.3))
 
     assert (err.reason, err.is_retryable) == ("timed out", True)
     assert time.monotonic() - started < 10
