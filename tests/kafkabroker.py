@@ -42,10 +42,10 @@ def free_port() -> int:
     return port
 
 
-def start_broker(log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start Tansu on a free port, logging to `log`; the process and its bootstrap address,
-    once it accepts connections."""
-    port = free_port()
+def start_broker(log: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start Tansu on `port` (default: a free one), logging to `log`; the process and its
+    bootstrap address, once it accepts connections."""
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -20,7 +20,7 @@ import pytest
 
 from poller.store import SqliteStore
 from tests.daemonproc import REPO, wait_until
-from tests.kafkabroker import Topics
+from tests.kafkabroker import Topics, create_topics, free_port, start_broker, stop_broker
 from tests.receivers import unused_port
 from tests.workerproc import MakeWorker, WorkerProcess
 
@@ -411,3 +411,25 @@ def test_a_source_still_down_after_its_retries_is_a_dead_letter(
     assert log.count("listing failed") == 2  # attempts 2 and 3, after 0.2 s and 0.4 s
     assert "attempt 2 again in 0.2s" in log and "attempt 3 again in 0.4s" in log
     assert 'poller_connection_errors_total{source_type="http"} 3.0' in worker.metrics()
+
+
+def test_health_says_when_no_broker_answers_and_when_one_does_again(
+    tmp_path: Path, topics: Topics
+) -> None:
+    port = free_port()
+    kafka = topics.kafka_settings(bootstrap_servers=f"127.0.0.1:{port}", polling_topic="p")
+    worker = WorkerProcess(tmp_path / "w", kafka)
+    worker.start()
+    broker = None
+    try:
+        _, body = wait_until(
+            lambda: (h := worker.health())[0] == 503 and h, timeout=15, what="a 503"
+        )
+        assert body["status"] == "unhealthy" and body["reason"].startswith("no broker answers")
+        broker, address = start_broker(tmp_path / "tansu.log", port)
+        create_topics(address, {"p": 1})
+        wait_until(lambda: worker.health()[0] == 200, timeout=30, what="healthy again")
+    finally:
+        worker.stop()
+        if broker is not None:
+            stop_broker(broker)

@@ -61,19 +61,26 @@ class Health:
     is_draining: bool = False
     last_poll: float = 0.0
     assigned: list[str] = field(default_factory=list)
+    broker_error: str | None = None
+    """Set while no broker answers (librdkafka's error callback); cleared by an assignment."""
 
     def polled(self) -> None:
         self.last_poll = time.monotonic()
 
     def report(self) -> tuple[int, dict[str, Any]]:
         stalled = self.is_started and time.monotonic() - self.last_poll > STALL_SECONDS
+        reason = None
         if self.is_draining:
             status = "draining"
         elif not self.is_started:
             status = "starting"
+        elif stalled:
+            status, reason = "unhealthy", f"the consumer has not polled for {STALL_SECONDS:g} s"
+        elif self.broker_error is not None:
+            status, reason = "unhealthy", f"no broker answers: {self.broker_error}"
         else:
-            status = "unhealthy" if stalled else "healthy"
-        body = {"status": status, "assigned": list(self.assigned)}
+            status = "healthy"
+        body = {"status": status, "reason": reason, "assigned": list(self.assigned)}
         return (200 if status == "healthy" else 503), body
 
 

@@ -43,6 +43,8 @@ KAFKA_LOG = logging.getLogger("librdkafka")
 
 POLL_SECONDS = 0.5
 PRUNE_EVERY_SECONDS = 3600.0
+PROBE_SECONDS = 5.0
+"""While no broker answers, how often the loop asks whether one does again."""
 OPEN_SOURCES = 16
 """Sources kept connected between jobs (by config), the least recently used closed first."""
 
@@ -143,6 +145,7 @@ class Worker:
         self.sources = SourcePool(environ)
         self._stopping = threading.Event()
         self._busy = False
+        self._probed_at = 0.0
         self._waiting: deque[Message] = deque()
         """Messages that came while a job was in hand (their partitions paused), in order."""
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
@@ -157,6 +160,7 @@ class Worker:
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 3_000,
                 "logger": KAFKA_LOG,
+                "error_cb": self._client_error,
                 **settings.client_config(),
             }
         )
@@ -185,6 +189,7 @@ class Worker:
             self.settings.group_id,
             self.settings.bootstrap_servers,
         )
+        self.health.polled()  # the stall clock starts now, not at the machine's boot
         self.health.is_started = True
         try:
             pruned_at = -PRUNE_EVERY_SECONDS
@@ -192,6 +197,8 @@ class Worker:
                 if time.monotonic() - pruned_at >= PRUNE_EVERY_SECONDS:
                     pruned_at = time.monotonic()
                     self._prune()
+                if self.health.broker_error is not None:
+                    self._probe_broker()
                 message = self._next()
                 if message is None:
                     continue
@@ -375,10 +382,31 @@ class Worker:
 
     # --- the group -------------------------------------------------------------------
 
+    def _probe_broker(self) -> None:
+        """While every broker is down, ask for metadata now and then: an answer means the
+        broker is back (an assigned worker gets no new assignment to say so)."""
+        now = time.monotonic()
+        if now - self._probed_at < PROBE_SECONDS:
+            return
+        self._probed_at = now
+        try:
+            self.consumer.list_topics(self.settings.polling_topic, timeout=1)
+        except KafkaException:
+            return
+        log.info("the broker answers again")
+        self.health.broker_error = None
+
+    def _client_error(self, error: KafkaError) -> None:
+        """librdkafka's global errors: every broker down makes /health say so."""
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.health.broker_error = error.str()
+        log.warning("kafka: %s", error.str())
+
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Called before the client takes the partitions on: assignment() is not yet theirs.
         names = [f"{p.topic}/{p.partition}" for p in partitions]
         log.info("assigned %s", ", ".join(names) or "nothing")
+        self.health.broker_error = None  # a group coordinator answered
         self.health.assigned = sorted({*self.health.assigned, *names})
         if self._busy:  # a job is in hand: the new partitions wait for it too
             consumer.pause(partitions)
