@@ -433,3 +433,24 @@ def test_health_says_when_no_broker_answers_and_when_one_does_again(
         worker.stop()
         if broker is not None:
             stop_broker(broker)
+
+
+def test_jobs_that_come_during_a_slow_one_wait_their_turn_each_once_in_order(
+    workers: MakeWorker, topics: Topics, slow_index: SlowIndex
+) -> None:
+    shipped = json.loads((REPO / "examples/polling-job.json").read_text())
+    worker = workers()
+    wait_until(lambda: worker.health()[1]["assigned"], what="the worker's partitions")
+    slow_index.delay_seconds = 2.0
+    topics.produce(topics.polling, slow_index.job("slow"), key="one")
+    assert slow_index.asked.wait(10)
+    quick = [{**shipped, "job_id": f"quick-{i}", "emit": "all"} for i in range(6)]
+    topics.produce(topics.polling, *quick[:3], key="one")  # behind the slow one
+    topics.produce(topics.polling, *quick[3:], key="other")
+    log = worker.wait_log("published 3 event(s)", count=7, timeout=30)
+    done = re.findall(r"\[job=(\S+) run=-\] \[\S+/(\d)@(\d+)\] listed", log)
+    assert sorted(job for job, _, _ in done) == sorted(["slow", *(q["job_id"] for q in quick)])
+    for partition in {p for _, p, _ in done}:
+        offsets = [int(o) for _, p, o in done if p == partition]
+        assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+    assert len(topics.read(topics.events, 21)) == 21

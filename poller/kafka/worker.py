@@ -2,9 +2,9 @@
 per new or changed file, and commit a job's offset only once every event is acknowledged.
 
 One loop, read top to bottom in `run`. A job is worked on a thread of its own while the
-loop keeps polling with every partition paused, so a listing longer than
-`max.poll.interval.ms` keeps the consumer in its group and one job is in hand at a time. A
-message the pause did not stop (already fetched) waits its turn in order. An invalid
+loop keeps polling, so a listing longer than `max.poll.interval.ms` keeps the consumer in
+its group; one job is in hand at a time, and a message that comes meanwhile waits its
+turn, in order (a partition with many waiting is paused until then). An invalid
 job, or a source still down after its retries, goes to the dead-letter topic and is
 committed: it cannot block its partition. Events that are not acknowledged leave the job
 uncommitted; it is sought back and tried again. A stop (SIGTERM) lets the job in hand
@@ -45,6 +45,8 @@ POLL_SECONDS = 0.5
 PRUNE_EVERY_SECONDS = 3600.0
 PROBE_SECONDS = 5.0
 """While no broker answers, how often the loop asks whether one does again."""
+WAITING_MAX = 100
+"""A partition with this many messages waiting for the job in hand is paused meanwhile."""
 OPEN_SOURCES = 16
 """Sources kept connected between jobs (by config), the least recently used closed first."""
 
@@ -144,10 +146,11 @@ class Worker:
         self.health = Health()
         self.sources = SourcePool(environ)
         self._stopping = threading.Event()
-        self._busy = False
         self._probed_at = 0.0
         self._waiting: deque[Message] = deque()
-        """Messages that came while a job was in hand (their partitions paused), in order."""
+        """Messages that came while a job was in hand, in order."""
+        self._paused: set[tuple[str, int]] = set()
+        """Partitions paused until their waiting messages have had their turn."""
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
         self.consumer = Consumer(
             {
@@ -230,7 +233,9 @@ class Worker:
         waits any more), else a fresh one."""
         if self._waiting:
             waited = self._waiting.popleft()
-            if not any(same_partition(m, waited) for m in self._waiting):
+            key = (waited.topic() or "", waited.partition() or 0)
+            if key in self._paused and not any(same_partition(m, waited) for m in self._waiting):
+                self._paused.discard(key)
                 self.consumer.resume([partition_of(waited)])
             return waited
         fresh = self.consumer.poll(POLL_SECONDS)
@@ -255,11 +260,12 @@ class Worker:
                 self._settle(place, message.value(), job, outcome)
 
     def _work_while_polling(self, job: PollingJob) -> Outcome:
-        """Run the job on its thread; meanwhile poll to stay in the group. Every partition
-        is paused, and a message fetched before the pause waits, its partition paused
-        until it has had its turn: no seek, so no fetch starts over."""
-        self._busy = True
-        self.consumer.pause(self.consumer.assignment())
+        """Run the job on its thread; meanwhile poll to stay in the group. A message that
+        comes meanwhile waits its turn, in order; a partition with WAITING_MAX of them is
+        paused until they have had it. Partitions are not paused otherwise: a resumed
+        partition's fetch takes up to a second to start again (a seek would start it
+        over too), and the next job should be at hand when this one ends."""
+        paused: set[tuple[str, int]] = set()
         self.metrics.active_jobs.inc()
         began = time.monotonic()
         try:
@@ -269,17 +275,21 @@ class Worker:
             while not future.done():
                 early = self.consumer.poll(0.05)
                 self.health.polled()
-                if early is not None and early.error() is None:
-                    self._waiting.append(early)
+                if early is None or early.error() is not None:
+                    continue
+                self._waiting.append(early)
+                key = (early.topic() or "", early.partition() or 0)
+                if key not in paused and self._waiting_in(key) >= WAITING_MAX:
+                    paused.add(key)
+                    self.consumer.pause([partition_of(early)])
             return future.result()
         finally:
             self.metrics.active_jobs.dec()
             self.metrics.job_duration.observe(time.monotonic() - began)
-            waiting = {(m.topic(), m.partition()) for m in self._waiting}
-            self.consumer.resume(
-                [p for p in self.consumer.assignment() if (p.topic, p.partition) not in waiting]
-            )
-            self._busy = False
+            self._paused |= paused
+
+    def _waiting_in(self, key: tuple[str, int]) -> int:
+        return sum(1 for m in self._waiting if (m.topic(), m.partition()) == key)
 
     def _work(self, job: PollingJob) -> Outcome:
         """List the source (with retries), publish the events, remember the listing."""
@@ -408,14 +418,13 @@ class Worker:
         log.info("assigned %s", ", ".join(names) or "nothing")
         self.health.broker_error = None  # a group coordinator answered
         self.health.assigned = sorted({*self.health.assigned, *names})
-        if self._busy:  # a job is in hand: the new partitions wait for it too
-            consumer.pause(partitions)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = {(p.topic, p.partition) for p in partitions}
         # Their new owner starts from the last commit: what waited here is its to do.
         kept = [m for m in self._waiting if (m.topic(), m.partition()) not in gone]
         self._waiting = deque(kept)
+        self._paused -= gone
         names = {f"{p.topic}/{p.partition}" for p in partitions}
         log.info("revoked %s", ", ".join(sorted(names)) or "nothing")
         self.health.assigned = [name for name in self.health.assigned if name not in names]
