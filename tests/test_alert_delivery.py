@@ -515,6 +515,11 @@ def test_a_refusing_and_a_hanging_channel_are_retried_recorded_and_delay_no_run(
     ]
     record = next(r for r in daemon.runs("broken") if r["run_id"] == first["run_id"])
     assert record["alert_errors"] == ["no answer within 1 s", "could not connect (ConnectionError)"]
+    # The sender's lines carry the job and run they are about, as the run's own lines do.
+    assert (
+        f"[job=broken run={first['run_id']}] alerts: failure alert of job broken over slow, "
+        "attempt 1 failed: no answer within 1 s; tried again"
+    ) in daemon.log()
     assert len(arrivals) == 3
     assert arrivals[1] - arrivals[0] >= 1.9 and arrivals[2] - arrivals[1] >= 4.9
     broken = daemon.runs("broken")

@@ -16,6 +16,7 @@ from typing import Literal
 import requests
 
 from poller.alerts.channels import USER_AGENT
+from poller.logs import run_context
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ class Pinger:
                 job_id, url, event = self._queue.popleft()
                 self._busy = True
             try:
-                self._send(job_id, url, event)
+                with run_context(job_id, "-"):  # its lines say which job's monitor it was
+                    self._send(job_id, url, event)
             finally:
                 with self._cond:
                     self._busy = False

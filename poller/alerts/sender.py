@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from poller.alerts.channels import DeliveryError, deliver
 from poller.alerts.messages import Alert, summary
 from poller.config.alerts import SmtpChannel, WebhookChannel
+from poller.logs import run_context
 from poller.timeformat import seconds_text
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,10 @@ class AlertSender:
             if delivery is None:
                 continue
             try:
-                self._attempt(delivery, channel)
+                # Its lines carry the job and run the alert is about, as the run's did.
+                alert = delivery.alert
+                with run_context(alert.job_id, alert.run_id or "-"):
+                    self._attempt(delivery, channel)
             finally:
                 with self._cond:
                     self._busy -= 1
