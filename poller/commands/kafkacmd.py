@@ -82,7 +82,7 @@ def push_job(settings: KafkaSettings, args: argparse.Namespace) -> int:
     def delivered(error: Any, message: Any) -> None:
         where.update(error=error, partition=message.partition(), offset=message.offset())
 
-    producer = Producer({"enable.idempotence": True, "acks": "all", **quiet(settings)})
+    producer = Producer(settings.producer_config(LIBRDKAFKA))
     try:
         producer.produce(
             settings.polling_topic, value=value, key=job.job_id.encode(), on_delivery=delivered
@@ -214,7 +214,7 @@ def replay_dlq(settings: KafkaSettings, args: argparse.Namespace) -> int:
             **quiet(settings),
         }
     )
-    producer = Producer({"enable.idempotence": True, "acks": "all", **quiet(settings)})
+    producer = Producer(settings.producer_config(LIBRDKAFKA))
     consumer.subscribe([settings.dlq_topic])
     replayed, idle = 0, 0.0
     try:

@@ -5,6 +5,7 @@ validate; consuming and producing is poller.kafka's work.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -70,6 +71,18 @@ class KafkaSettings(Model):
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             **self.config,
+        }
+
+    def producer_config(self, logger: logging.Logger) -> dict[str, Any]:
+        """Every producer's settings: idempotent, each message acknowledged by all
+        replicas within delivery_timeout_seconds; librdkafka's own lines to `logger`."""
+        return {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "delivery.timeout.ms": int(self.delivery_timeout_seconds * 1000),
+            "logger": logger,
+            **self.client_config(),
         }
 
 

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from poller.config.kafka import KafkaSettings
 from poller.errors import PollerError
+from poller.kafka import LIBRDKAFKA_LOG
 from poller.timeformat import json_default
 
 if TYPE_CHECKING:
     from confluent_kafka import Producer
 
 log = logging.getLogger(__name__)
-KAFKA_LOG = logging.getLogger("librdkafka")
 
 
 class PublishError(PollerError):
@@ -78,13 +78,5 @@ class Publisher:
 
         with self._lock:
             if self._producer is None:
-                self._producer = Producer(
-                    {
-                        "enable.idempotence": True,
-                        "acks": "all",
-                        "delivery.timeout.ms": int(self.settings.delivery_timeout_seconds * 1000),
-                        "logger": KAFKA_LOG,
-                        **self.settings.client_config(),
-                    }
-                )
+                self._producer = Producer(self.settings.producer_config(LIBRDKAFKA_LOG))
             return self._producer

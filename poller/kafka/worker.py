@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from poller.clock import Clock
 from poller.config.kafka import KafkaSettings, PollingJob
 from poller.config.sources import SourceConfig, secret_values
+from poller.kafka import LIBRDKAFKA_LOG
 from poller.kafka.health import Health, WorkerMetrics
 from poller.kafka.jobs import InvalidJobError, dead_letter, parse_job
 from poller.kafka.listing import Event, Listing, list_files, remember
@@ -108,7 +109,7 @@ class SourcePool:
         self._open: OrderedDict[str, Source] = OrderedDict()
 
     def get(self, config: SourceConfig) -> Source:
-        key = hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+        key = self._key(config)
         source = self._open.pop(key, None) or open_source(config, self._environ)
         self._open[key] = source
         while len(self._open) > OPEN_SOURCES:
@@ -116,10 +117,13 @@ class SourcePool:
         return source
 
     def drop(self, config: SourceConfig) -> None:
-        key = hashlib.sha256(config.model_dump_json().encode()).hexdigest()
-        source = self._open.pop(key, None)
+        source = self._open.pop(self._key(config), None)
         if source is not None:
             source.close()
+
+    @staticmethod
+    def _key(config: SourceConfig) -> str:
+        return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
 
     def close(self) -> None:
         for source in self._open.values():
@@ -162,21 +166,12 @@ class Worker:
                 # loop polls even while a job runs, so a slow job never misses a beat).
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 3_000,
-                "logger": KAFKA_LOG,
+                "logger": LIBRDKAFKA_LOG,
                 "error_cb": self._client_error,
                 **settings.client_config(),
             }
         )
-        self.producer = Producer(
-            {
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "delivery.timeout.ms": int(settings.delivery_timeout_seconds * 1000),
-                "logger": KAFKA_LOG,
-                **settings.client_config(),
-            }
-        )
+        self.producer = Producer(settings.producer_config(LIBRDKAFKA_LOG))
 
     def stop(self) -> None:
         """Finish the job in hand, then end (safe from a signal handler)."""
