@@ -419,3 +419,10 @@ def test_a_worker_lists_every_remote_source_and_publishes_one_event_per_file(
     assert f'poller_files_published_total{{source_type="{remote.settings["source_type"]}"}}' in (
         worker.metrics()
     )
+    # The same source with a wrong password is another login, not the open connection.
+    wrong = {**job, "source_config": {**source, "password": "not-the-password"}}
+    topics.produce(topics.polling, wrong)
+    [letter] = topics.read(topics.dlq, 1, timeout=30)
+    reason = letter["value"]["reason"]
+    assert letter["value"]["origin"]["offset"] == 1
+    assert "authentication failed" in reason or "login refused" in reason, reason

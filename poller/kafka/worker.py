@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from pydantic import SecretStr
 
 from poller.clock import Clock
 from poller.config.kafka import KafkaSettings, PollingJob
@@ -123,7 +125,14 @@ class SourcePool:
 
     @staticmethod
     def _key(config: SourceConfig) -> str:
-        return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+        """One per source config, its secrets included (another password: another login;
+        model_dump_json would show every SecretStr as the same mask)."""
+
+        def plain(value: object) -> str:
+            return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+        text = json.dumps(config.model_dump(), default=plain, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def close(self) -> None:
         for source in self._open.values():
