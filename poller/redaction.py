@@ -115,6 +115,17 @@ def mask_text(text: str) -> str:
     return text
 
 
+PLACEHOLDER = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+"""A `${NAME}` and nothing else: a reference to a secret, not one."""
+
+
+def _is_hidden(key: object, item: Any, keep_placeholders: bool) -> bool:
+    """Whether a JSON member is masked whole for its secret-sounding name."""
+    if item is None or not isinstance(key, str) or not is_secret_name(key):
+        return False
+    return not (keep_placeholders and isinstance(item, str) and PLACEHOLDER.fullmatch(item))
+
+
 class Redactor:
     """Masks secrets in text and JSON-like values; safe to share between threads.
 
@@ -159,17 +170,21 @@ class Redactor:
             text = pattern.sub(MASK, text)
         return mask_text(text)
 
-    def value(self, value: Any) -> Any:
-        """A copy of a JSON-like value with secrets masked: by key name, by value, in URLs."""
+    def value(self, value: Any, *, keep_placeholders: bool = False) -> Any:
+        """A copy of a JSON-like value with secrets masked: by key name, by value, in URLs.
+
+        With `keep_placeholders`, a string that is only a `${NAME}` stays, even under a
+        secret name: it holds no secret, only where its reader is to find one (a polling
+        job for a worker's environment)."""
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
             return {
                 key: MASK
-                if item is not None and isinstance(key, str) and is_secret_name(key)
-                else self.value(item)
+                if _is_hidden(key, item, keep_placeholders)
+                else self.value(item, keep_placeholders=keep_placeholders)
                 for key, item in value.items()
             }
         if isinstance(value, list | tuple):
-            return [self.value(item) for item in value]
+            return [self.value(item, keep_placeholders=keep_placeholders) for item in value]
         return value

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.daemonproc import run_app, write
 from tests.kafkabroker import Topics
 from tests.workerproc import MakeWorker
@@ -98,8 +100,10 @@ def test_a_failed_run_keeps_no_listing_so_its_files_come_again(
 
 
 def test_a_scheduled_job_feeds_polling_jobs_to_the_workers(
-    tmp_path: Path, topics: Topics, workers: MakeWorker
+    tmp_path: Path, topics: Topics, workers: MakeWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    token = "feed-token-6a1f09"
+    monkeypatch.setenv("FEED_TOKEN", token)  # app.py run inherits it
     source = tmp_path / "in"
     source.mkdir()
     (source / "x.csv").write_text("x")
@@ -110,6 +114,7 @@ def test_a_scheduled_job_feeds_polling_jobs_to_the_workers(
             "job_id": "from-the-daemon",
             "source_config": {"source_type": "local", "path": str(source)},
             "file_pattern": "*.csv",
+            "metadata": {"token": "${FEED_TOKEN}", "team": "data"},
         },
         "integrationIDs": [[{"kafka": {"topic": topics.polling, "key": "job_id"}}]],
     }
@@ -121,6 +126,10 @@ def test_a_scheduled_job_feeds_polling_jobs_to_the_workers(
     [event] = topics.read(topics.events, 1)
     assert (event["value"]["job_id"], event["value"]["name"]) == ("from-the-daemon", "x.csv")
     worker.wait_log("published 1 event(s)")
+    # The message left Poller masked: the token the config filled in never reached Kafka.
+    [job] = topics.read(topics.polling, 1)
+    assert job["value"]["metadata"] == {"token": "**********", "team": "data"}
+    assert token not in json.dumps(job) + json.dumps(event)
 
 
 def test_a_broker_that_does_not_answer_fails_the_entry_and_a_dry_run_publishes_nothing(

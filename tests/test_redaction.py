@@ -112,3 +112,14 @@ def test_a_secret_containing_another_is_masked_whole_and_reloads_keep_learnt_one
 
 def test_very_short_values_are_not_taken_for_secrets() -> None:
     assert Redactor(["ab"]).text("tab") == "tab"
+
+
+def test_a_placeholder_under_a_secret_name_stays_only_when_asked() -> None:
+    redactor = Redactor(["s3cr3t-value"])
+    message = {"password": "${SFTP_PASSWORD}", "token": "s3cr3t-value", "api_key": "${A}b"}
+    assert redactor.value(message, keep_placeholders=True) == {
+        "password": "${SFTP_PASSWORD}",  # only where a worker is to find the secret
+        "token": MASK,
+        "api_key": MASK,  # more than a placeholder
+    }
+    assert redactor.value(message)["password"] == MASK

@@ -167,7 +167,10 @@ class StepRunner:
                 "dry run: would publish input keys %s to %s", sorted(data) or "none", call.topic
             )
             return EntryOutput(dict(data), 0)
-        return EntryOutput(self.clients.publisher.publish(call.topic, key, data), 1)
+        # A message leaves Poller: masked as every output is, but a ${NAME} left for its
+        # reader (a worker fills a polling job's from its own environment) stays.
+        message = self.clients.redactor.value(data, keep_placeholders=True)
+        return EntryOutput(self.clients.publisher.publish(call.topic, key, message), 1)
 
     def _integration(
         self,
