@@ -454,3 +454,27 @@ def test_jobs_that_come_during_a_slow_one_wait_their_turn_each_once_in_order(
         offsets = [int(o) for _, p, o in done if p == partition]
         assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
     assert len(topics.read(topics.events, 21)) == 21
+
+
+def test_only_the_source_config_is_filled_in_so_no_secret_rides_in_the_events(
+    tmp_path: Path, topics: Topics
+) -> None:
+    secret = "worker-secret-4c2d"
+    worker = WorkerProcess(
+        tmp_path / "w", topics.kafka_settings(), env={"WORKER_SECRET": secret, "DATA": "dummy"}
+    )
+    worker.start()
+    try:
+        job = {
+            "job_id": "meta",
+            "source_config": {"source_type": "${DATA}"},  # filled in: the worker's own
+            "file_pattern": "sample_data_1.csv",
+            "metadata": {"note": "${WORKER_SECRET}"},  # left as written
+        }
+        topics.produce(topics.polling, job)
+        [event] = topics.read(topics.events, 1)
+    finally:
+        worker.stop()
+    assert event["value"]["source_type"] == "dummy"
+    assert event["value"]["metadata"] == {"note": "${WORKER_SECRET}"}
+    assert secret not in json.dumps(event) + worker.log()

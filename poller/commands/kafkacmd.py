@@ -69,7 +69,7 @@ def push_job(settings: KafkaSettings, args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
         text = path.read_text(encoding="utf-8")
-        job = parse_document(text, path.name, PollingJob, Placeholders())
+        job = parse_document(text, path.name, PollingJob, Placeholders(), fill_only="source_config")
     except (OSError, UnicodeDecodeError) as err:
         say(f"app.py kafka push-job: cannot read {path}: {err}")
         return EXIT_USAGE

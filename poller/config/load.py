@@ -151,9 +151,17 @@ def parse_config(
     return _resolve_paths(config, path.absolute().parent, unset)
 
 
-def parse_document(text: str, name: str, model: type[M], environ: Mapping[str, str]) -> M:
+def parse_document(
+    text: str,
+    name: str,
+    model: type[M],
+    environ: Mapping[str, str],
+    *,
+    fill_only: str | None = None,
+) -> M:
     """Another JSON document read as config.json is (a polling job from Kafka): `${NAME}`
-    filled in from `environ`, then validated against `model`.
+    filled in from `environ` (only under the top-level key `fill_only`, when given), then
+    validated against `model`.
 
     Raises:
         ConfigError: every problem at once, each located in `text` and named `name`.
@@ -162,7 +170,12 @@ def parse_document(text: str, name: str, model: type[M], environ: Mapping[str, s
     positions = Locations(text)
     problems: list[Problem] = []
     if _may_interpolate(text):
-        raw = _interpolate(raw, (), environ, name, positions, problems)
+        if fill_only is None:
+            raw = _interpolate(raw, (), environ, name, positions, problems)
+        elif isinstance(raw, dict) and fill_only in raw:
+            raw[fill_only] = _interpolate(
+                raw[fill_only], (fill_only,), environ, name, positions, problems
+            )
     try:
         value = model.model_validate(raw)
     except ValidationError as err:

@@ -29,7 +29,8 @@ class InvalidJobError(PollerError):
 
 
 def parse_job(value: bytes | None, environ: Mapping[str, str]) -> PollingJob:
-    """The job a message holds, its `${NAME}`s filled from the worker's environment.
+    """The job a message holds, the `${NAME}`s of its source_config filled from the
+    worker's environment.
 
     Raises InvalidJobError with every problem in one line.
     """
@@ -46,7 +47,9 @@ def parse_job(value: bytes | None, environ: Mapping[str, str]) -> PollingJob:
             "the message is not UTF-8 text; expected a JSON polling job"
         ) from None
     try:
-        return parse_document(text, NAME, PollingJob, environ)
+        # Only the source's config: anything else of the job (its metadata) goes into
+        # events as it came, and a secret filled in there would go with it.
+        return parse_document(text, NAME, PollingJob, environ, fill_only="source_config")
     except ConfigError as err:
         raise InvalidJobError("; ".join(p.render() for p in err.problems)) from None
 
