@@ -29,7 +29,7 @@ from poller.run import chain
 from poller.run.client import ClientPool
 from poller.run.results import RunResult, Trigger, started_result
 from poller.scheduling import FireJob, HeapScheduler
-from poller.store import Store, StoreError
+from poller.store import Claim, Store, StoreError
 from poller.timeformat import seconds_text, text
 from poller.timing import NeverFiresError
 
@@ -88,7 +88,7 @@ class Daemon:
             monitor=self.monitor,
         )
         self._planned: dict[str, Planned] = {}
-        self.firing = Firing(self.executor)
+        self.firing = Firing(self.executor, shared=store.shared)
         self._fire = self._on_fire  # one bound method for every FireJob
         self._wake: Wake | None = None
         self.started_at = self.last_tick = clock.now()
@@ -172,13 +172,17 @@ class Daemon:
         """Put jobs on the scheduler from their stored states; new grids get a new anchor."""
         states = self.store.job_states()
         plans, new_states = plan_jobs(self.config, jobs, states, now)
-        self.store.save_job_states(new_states)
+        # Another daemon of a shared store may have set a new grid's anchor first: its wins.
+        stored = self.store.save_job_states(new_states) if new_states else {}
         for job in jobs:
             self._unschedule(job.id)
             planned = plans.get(job.id)
             if planned is None:  # disabled
                 continue
             state = new_states.get(job.id) or states[job.id]
+            anchor = stored[job.id].anchor if job.id in stored else state.anchor
+            if anchor != planned.anchor:
+                planned = Planned(job, planned.schedule, anchor)
             last = state.last_fire if catch_up else None
             try:
                 due_at = planned.after(last or now)
@@ -251,28 +255,41 @@ class Daemon:
             since, _ = self.store_failing
             log.warning("the state database is writable again (failing since %s)", text(since))
             self.store_failing = self._reported_at = None
-        for claim, job, (level, line), is_claimed in zip(
+        for claim, job, (level, line), answer in zip(
             wake.claims, wake.starts, wake.lines, claimed, strict=True
         ):
-            if not is_claimed:
-                log.warning(
+            if answer == "taken":
+                # With a shared store, the daemon that claimed it first runs it: as planned.
+                log.log(
+                    logging.DEBUG if self.store.shared else logging.WARNING,
                     "job %s: the fire at %s was already handled; not run twice",
                     claim.job_id,
-                    text(claim.scheduled_for),
+                    text(claim.scheduled_for or now),
                 )
                 if job is not None:
                     self.executor.release(job.id)
+            elif answer == "full" and job is not None:
+                self.executor.release(job.id)
+                assert claim.when_full is not None  # a full answer wrote it
+                full = claim.when_full
+                at = text(claim.scheduled_for or now)
+                line = f"job {claim.job_id}: fire at {at} skipped: {full.reason}"
+                self._skipped(claim.job_id, full, logging.INFO, line)
+            elif job is not None:
+                self.store.save_later(claim.record)  # the run's start
+                self.executor.submit(job, self.config, self.clients, claim.record)
             else:
-                self.store.save_later(claim.record)  # a skipped record, or a run's start
-                if job is not None:
-                    self.executor.submit(job, self.config, self.clients, claim.record)
-                else:
-                    log.log(level, "%s", line)
-                    self.on_skipped(claim.record)
-                    skipped_job = self.config.job_map.get(claim.job_id)
-                    if skipped_job is not None:
-                        self.monitor.after_skip(skipped_job, claim.record)
+                self._skipped(claim.job_id, claim.record, level, line)
         return True
+
+    def _skipped(self, job_id: str, record: RunResult, level: int, line: str) -> None:
+        """Record, log and tell of a fire that will not run."""
+        self.store.save_later(record)
+        log.log(level, "%s", line)
+        self.on_skipped(record)
+        skipped_job = self.config.job_map.get(job_id)
+        if skipped_job is not None:
+            self.monitor.after_skip(skipped_job, record)
 
     def _undo(self, wake: Wake) -> None:
         for fire_job, previous in reversed(wake.moved):
@@ -321,11 +338,15 @@ class Daemon:
         if self.executor.reserve(job) is not None:
             return None
         record = started_result(job.id, trigger=trigger, started_at=self.clock.now())
+        room = job.max_instances - self.executor.running(job.id)
         try:
-            self.store.save(record)
+            [answer] = self.store.claim([Claim(job.id, None, record, room)])
         except StoreError:
             self.executor.release(job.id)
             raise
+        if answer != "claimed":  # other daemons run as many as max_instances allows
+            self.executor.release(job.id)
+            return None
         self.executor.submit(job, self.config, self.clients, record)
         return record.run_id
 

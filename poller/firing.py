@@ -48,8 +48,11 @@ class Wake:
 class Firing:
     """The decisions of each wake, and the backlogs of catch-up fires they leave."""
 
-    def __init__(self, executor: LocalExecutor) -> None:
+    def __init__(self, executor: LocalExecutor, *, shared: bool = False) -> None:
+        """`shared`: other daemons run this config's jobs too (a shared store), so each run's
+        claim says how many of its job they may have going."""
         self.executor = executor
+        self.shared = shared
         self.backlog: dict[str, deque[datetime]] = {}  # job id -> fires waiting for a slot
 
     def decide(self, planned: Planned, fire_job: FireJob, wake: Wake) -> None:
@@ -130,7 +133,19 @@ class Firing:
             scheduled_for=scheduled_for,
             run_id=new_run_id(),
         )
-        wake.claims.append(Claim(job.id, scheduled_for, record))
+        room = when_full = None
+        if self.shared:
+            room = job.max_instances - self.executor.running(job.id)
+            why = f"already running on other daemons (max_instances {job.max_instances})"
+            when_full = skipped_result(
+                job.id,
+                why,
+                trigger=trigger,
+                at=now,
+                scheduled_for=scheduled_for,
+                run_id=record.run_id,
+            )
+        wake.claims.append(Claim(job.id, scheduled_for, record, room, when_full))
         wake.starts.append(job)
         wake.lines.append((logging.NOTSET, ""))
 

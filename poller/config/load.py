@@ -503,6 +503,8 @@ def _resolve_settings(settings: models.Settings, base_dir: Path) -> models.Setti
     return settings.model_copy(
         update={
             "log_file": str(base_dir / settings.log_file),
-            "state_db": str(base_dir / settings.state_db),
+            "state_db": settings.state_db
+            if settings.is_shared_store
+            else str(base_dir / settings.state_db),
         }
     )

@@ -42,12 +42,14 @@ from poller.config.environments import PUBLIC_HEADERS, BasicAuth, Environment, b
 from poller.config.kafka import KafkaSettings
 from poller.config.sources import secret_values as source_secrets
 from poller.errors import Problem
+from poller.redaction import mask_url
 from poller.timeformat import CLOCK_RE, parse_clock, parse_duration
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HOST_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 IPV6_HOST_RE = re.compile(r"^\[[0-9A-Fa-f:.]{2,45}\]$")
 URL_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+STORE_URL_SCHEMES = ("postgresql", "postgres")
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -104,7 +106,17 @@ class Settings(Model):
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_keep_days: int = Field(14, ge=1, description="Rotated daily log files kept.")
-    state_db: str = Field("data/poller.db", description="SQLite run history, relative path ok.")
+    state_db: str = Field(
+        "data/poller.db",
+        description="The SQLite file (relative path ok), or a postgresql:// URL shared by "
+        "several daemons (credentials through ${NAME}).",
+    )
+    daemon_lease_seconds: float = Field(
+        30,
+        ge=3,
+        description="With PostgreSQL: a daemon silent this long is taken for dead and its "
+        "running runs are marked interrupted.",
+    )
     durability: Literal["normal", "full"] = Field(
         "normal",
         description='"full" makes every commit wait for the disk, so a power loss undoes none.',
@@ -140,12 +152,37 @@ class Settings(Model):
     @classmethod
     def _state_db(cls, value: str) -> str:
         scheme = URL_SCHEME_RE.match(value)
-        if scheme:
+        if scheme and scheme.group(1).lower() not in STORE_URL_SCHEMES:
             raise ValueError(
-                f"a {scheme.group(1)}:// URL is not a state store this version supports; "
-                "expected the path of a SQLite file, such as data/poller.db"
+                f"a {scheme.group(1)}:// URL is not a state store Poller supports; expected "
+                "the path of a SQLite file, such as data/poller.db, or a postgresql:// URL"
             )
+        if scheme:
+            try:
+                urlsplit(value).port  # noqa: B018 - a port that is not a number raises
+            except ValueError as err:
+                raise ValueError(f"not a valid PostgreSQL URL ({err})") from None
         return value
+
+    @model_validator(mode="after")
+    def _shared_store_needs_a_zone(self) -> Settings:
+        if self.is_shared_store and self.timezone is None:
+            raise ValueError(
+                "settings.timezone is required when settings.state_db is a PostgreSQL URL: "
+                "daemons on several machines must compute the same fire times, and the "
+                'machines\' own zones may differ; set it, e.g. "Europe/Amsterdam" or "UTC"'
+            )
+        return self
+
+    @property
+    def is_shared_store(self) -> bool:
+        """Whether state_db names a PostgreSQL database (several daemons may share it)."""
+        return URL_SCHEME_RE.match(self.state_db) is not None
+
+    @property
+    def state_where(self) -> str:
+        """state_db as messages may show it: a URL without its password."""
+        return mask_url(self.state_db) if self.is_shared_store else self.state_db
 
     @field_validator("public_url")
     @classmethod
@@ -409,6 +446,8 @@ class Config(Model):
         for channel in self.settings.alerts.values():
             values.extend(channel.secret_values())
         values.extend(self.settings.kafka.secret_values())
+        if self.settings.is_shared_store:
+            values.append(urlsplit(self.settings.state_db).password or "")
         for environment in self.environments.values():
             auth = environment.auth
             for name in ("password", "value"):

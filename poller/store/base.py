@@ -1,8 +1,8 @@
 """The store's contract: everything the daemon keeps across restarts, behind one interface.
 
 A store holds run records, each job's state (the `every` anchor and its last claimed fire)
-and the one-daemon lock. Implementations (poller.store.sqlite; PostgreSQL, SPEC §11) pass
-the one contract suite in tests/contract/.
+and the daemons using it. Implementations (poller.store.sqlite: one daemon;
+poller.store.postgres: several, SPEC §11) pass the one contract suite in tests/contract/.
 
 The promise (SPEC §4): after a `kill -9` at any instant, every claimed fire has exactly one
 record, and no fire runs twice. How: a scheduled fire is *claimed* before its run starts,
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from poller.errors import PollerError
 
@@ -41,11 +41,25 @@ class JobState:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A scheduled fire to claim, with the first record of what became of it."""
+    """A fire to claim (or a manual run to start: `scheduled_for` None), with the first
+    record of what became of it.
+
+    `room`: for a run, how many runs of its job other daemons may have going (its
+    max_instances less this daemon's own, this one included); `when_full` is the skipped
+    record written instead when they have more. None for a store of one daemon.
+    """
 
     job_id: str
-    scheduled_for: datetime
+    scheduled_for: datetime | None
     record: Any  # a RunResult (poller.run.results): running, or skipped
+    room: int | None = None
+    when_full: Any = None
+
+
+ClaimAnswer = Literal["claimed", "taken", "full"]
+"""What became of a claim: its record is written; that fire (or a later one of its job)
+was claimed before, so nothing is written; or other daemons' runs of its job left no
+room, so its `when_full` record is written instead."""
 
 
 class StoreError(PollerError):
@@ -63,8 +77,17 @@ class Store(Protocol):
     Every method may raise StoreError when the storage fails; none leaves half a write.
     """
 
+    shared: bool
+    """Whether several daemons may use the store at once."""
+
     def acquire_daemon_lock(self) -> None:
-        """Become the one daemon of this store for this process's life, or raise PollerError."""
+        """Become a daemon of this store for this process's life: its only one (SQLite;
+        another daemon makes this raise PollerError), or one of several (PostgreSQL)."""
+        ...
+
+    def daemons(self) -> list[dict[str, Any]]:
+        """The daemons using the store: host, pid, version, started_at and last_heartbeat
+        (ISO text, or None where not known), `this` (this handle's own) and `alive`."""
         ...
 
     def close(self) -> None:
@@ -78,13 +101,9 @@ class Store(Protocol):
 
     # --- the hot path ----------------------------------------------------------------
 
-    def claim(self, claims: Sequence[Claim]) -> list[bool]:
-        """Claim fires and write their first records, all in one transaction.
-
-        Returns, for each claim, False when that fire (or a later one of its job) was
-        claimed before; its record is then not written. Raises StoreError with nothing
-        written.
-        """
+    def claim(self, claims: Sequence[Claim]) -> list[ClaimAnswer]:
+        """Claim fires (and start manual runs) and write their first records, all in one
+        transaction: what became of each claim. Raises StoreError with nothing written."""
         ...
 
     def save(self, record: Any) -> None:
@@ -121,8 +140,10 @@ class Store(Protocol):
         process may read beside a running daemon (`app.py check` and `jobs`)."""
         ...
 
-    def save_job_states(self, states: dict[str, JobState]) -> None:
-        """Set jobs' grid and anchor (their last fire only ever moves through claim())."""
+    def save_job_states(self, states: dict[str, JobState]) -> dict[str, JobState]:
+        """Set jobs' grid and anchor, unless the store holds that grid already: the first
+        process to save a grid sets its anchor. Returns the grid and anchor each of these
+        jobs has now (last_fire None: it only ever moves through claim())."""
         ...
 
     # --- monitoring --------------------------------------------------------------------
@@ -175,7 +196,8 @@ class Store(Protocol):
     # --- housekeeping ----------------------------------------------------------------
 
     def mark_interrupted(self, reason: str, now: datetime) -> int:
-        """Turn every record left `running` into `interrupted`; how many there were."""
+        """Turn the records left `running` (by this daemon, or by one no longer alive)
+        into `interrupted`; how many there were."""
         ...
 
     def prune(self, max_age_days: int, max_runs_per_job: int, now: datetime) -> int:

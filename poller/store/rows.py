@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 def claim_row(claim: Claim) -> ClaimRow:
     """The journal row of a claim; a skipped fire carries its final record as JSON."""
     record = claim.record
+    if claim.scheduled_for is None:
+        raise ValueError("a manual run has no fire to claim in the journal")
     final = None if record.status == "running" else to_json(record.to_dict())
     fire, started = column(claim.scheduled_for), column(record.started_at)
     return (record.run_id, claim.job_id, record.trigger, fire, started, final)

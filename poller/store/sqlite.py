@@ -27,6 +27,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,10 +36,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from poller import __version__
 from poller.errors import PollerError, StateFileError
 from poller.filemodes import make_private, tighten
 from poller.store import migrate
-from poller.store.base import Claim, JobState, StoreError
+from poller.store.base import Claim, ClaimAnswer, JobState, StoreError
 from poller.store.journal import ClaimJournal
 from poller.store.rows import (
     claim_row,
@@ -75,6 +77,8 @@ class SqliteStore:
     history writes, behind a lock (not SQLite's busy handler, which sleeps in steps of
     milliseconds); the daemon's claim journal beside it."""
 
+    shared = False
+
     def __init__(
         self, path: str | Path, durability: Durability = "normal", *, read_only: bool = False
     ) -> None:
@@ -110,13 +114,17 @@ class SqliteStore:
             raise StateFileError(self.path, err) from None
         self._queue = RecordQueue(self._write_batch, name="history-writer")
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
     def acquire_daemon_lock(self) -> None:
         """Hold an exclusive lock for this process's life, then bring the schema up to date.
 
         Raises DatabaseLockedError when another daemon holds it, StateFileError when the
         file cannot be migrated (it is then left as it was).
         """
-        lock_path = self.path.with_name(self.path.name + ".lock")
+        lock_path = self.lock_path
         make_private(lock_path)
         tighten(lock_path)
         handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held until exit
@@ -146,6 +154,32 @@ class SqliteStore:
             self.schema_version = SCHEMA_VERSION
         self._journal = journal
 
+    def daemons(self) -> list[dict[str, Any]]:
+        """This process when it holds the lock; else the process the lock file names, if
+        it still runs (read without locking, so a daemon starting now is never refused)."""
+        if self._lock_file is not None:
+            pid = os.getpid()
+        else:
+            try:
+                words = self.lock_path.read_text(encoding="utf-8").split()
+                pid = int(words[1]) if words[:1] == ["pid"] and len(words) == 2 else 0
+                if pid <= 0:
+                    return []
+                os.kill(pid, 0)
+            except (OSError, ValueError):
+                return []
+        return [
+            {
+                "host": socket.gethostname(),
+                "pid": pid,
+                "version": __version__ if self._lock_file is not None else None,
+                "started_at": None,
+                "last_heartbeat": None,
+                "this": self._lock_file is not None,
+                "alive": True,
+            }
+        ]
+
     def open_reader(self) -> SqliteStore:
         return SqliteStore(self.path, self.durability)
 
@@ -160,12 +194,22 @@ class SqliteStore:
 
     # --- the hot path ----------------------------------------------------------------
 
-    def claim(self, claims: Sequence[Claim]) -> list[bool]:
-        rows = [claim_row(claim) for claim in claims]  # outside the lock
+    def claim(self, claims: Sequence[Claim]) -> list[ClaimAnswer]:
+        """Fires go to the journal; a manual run's record (one daemon: it always has
+        room) to the history."""
+        manual = [claim for claim in claims if claim.scheduled_for is None]
+        for claim in manual:
+            self.save(claim.record)
+        if len(manual) == len(claims):
+            return ["claimed"] * len(claims)
+        rows = [claim_row(claim) for claim in claims if claim.scheduled_for is not None]
         try:
-            return self.journal.claim(rows)
+            fired = iter(self.journal.claim(rows))
         except sqlite3.Error as err:
             raise StoreError(f"{self.journal.path}: claiming fires", err) from None
+        return [
+            "claimed" if claim.scheduled_for is None or next(fired) else "taken" for claim in claims
+        ]
 
     @property
     def journal(self) -> ClaimJournal:
@@ -216,7 +260,7 @@ class SqliteStore:
         rows = self._read("SELECT job_id, grid, anchor FROM jobs", ())
         return {job_id: JobState(grid, parse(anchor), None) for job_id, grid, anchor in rows}
 
-    def save_job_states(self, states: dict[str, JobState]) -> None:
+    def save_job_states(self, states: dict[str, JobState]) -> dict[str, JobState]:
         stamps: dict[datetime, str] = {}  # a start or reload gives every new job one anchor
         rows = [
             (
@@ -229,9 +273,15 @@ class SqliteStore:
         with self._writing("saving job states"):
             self._db.executemany(
                 "INSERT INTO jobs (job_id, grid, anchor) VALUES (?1, ?2, ?3) "
-                "ON CONFLICT (job_id) DO UPDATE SET grid = ?2, anchor = ?3",
+                "ON CONFLICT (job_id) DO UPDATE SET grid = ?2, anchor = ?3 WHERE grid IS NOT ?2",
                 rows,
             )
+            stored = self._db.execute(
+                "SELECT job_id, grid, anchor FROM jobs WHERE job_id IN "
+                "(SELECT value FROM json_each(?))",
+                (json.dumps(list(states)),),
+            ).fetchall()
+        return {job_id: JobState(grid, parse(anchor), None) for job_id, grid, anchor in stored}
 
     # --- monitoring --------------------------------------------------------------------
 
@@ -385,7 +435,7 @@ class SqliteStore:
             recovered = [row for row in recovered if not self._exists(row[0])]
             self._db.executemany(SAVE_SQL, recovered)
         self._forget([claim[0] for claim in pending])
-        return len(rows) + len(recovered)
+        return len(updated) + len([row for row in recovered if row[5] == "interrupted"])
 
     def _forget(self, run_ids: list[str]) -> None:
         """Drop the journal's claims of runs whose records are in the history now."""

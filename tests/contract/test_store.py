@@ -1,14 +1,16 @@
 """The store contract (poller.store.base.Store), run over every implementation.
 
-A new store passes by adding its factory to STORES; nothing here knows which one it talks to.
+A new store passes by adding its factory to STORES; nothing here knows which one it talks to
+but for `store.shared` (several daemons at once: PostgreSQL).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,21 +19,29 @@ import pytest
 from poller.errors import PollerError
 from poller.run.results import RunResult, skipped_result, started_result
 from poller.store import Claim, JobState, SqliteStore, Store
+from poller.store.postgres import PostgresStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
-STORES: dict[str, Callable[[Path], Store]] = {
-    "sqlite": lambda folder: SqliteStore(folder / "state" / "poller.db"),
+STORES: dict[str, Callable[[pytest.FixtureRequest], Callable[[], Store]]] = {
+    "sqlite": lambda request: (
+        lambda: SqliteStore(request.getfixturevalue("tmp_path") / "state" / "poller.db")
+    ),
+    # A fresh database of the session's throwaway cluster (tests/pgcluster.py).
+    "postgresql": lambda request: functools.partial(
+        PostgresStore, request.getfixturevalue("pg_url")
+    ),
 }
 
 
 @pytest.fixture(params=sorted(STORES))
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+def make_store(request: pytest.FixtureRequest) -> Iterator[Callable[[], Store]]:
     """Opens stores on one and the same data (the daemon's, a reader's); closed afterwards."""
     opened: list[Store] = []
+    factory = STORES[request.param](request)
 
     def make() -> Store:
-        opened.append(STORES[request.param](tmp_path))
+        opened.append(factory())
         return opened[-1]
 
     yield make
@@ -54,8 +64,8 @@ def started(job_id: str, at: datetime, **fields: Any) -> RunResult:
 
 
 def claim(store: Store, job_id: str, at: datetime) -> bool:
-    [claimed] = store.claim([Claim(job_id, at, started(job_id, at))])
-    return claimed
+    [answer] = store.claim([Claim(job_id, at, started(job_id, at))])
+    return answer == "claimed"
 
 
 def record(run_id: str, at: datetime, **fields: Any) -> dict[str, Any]:
@@ -105,10 +115,11 @@ def test_claims_of_one_wake_are_one_transaction_each_answered(store: Store) -> N
             Claim("j", T0, started("j", T0)),
         ]
     )
-    assert answers == [True, True, False]
+    assert answers == ["claimed", "claimed", "taken"]
     assert store.job_states()["k"].last_fire == T0
-    # The process dies before the records are written: each claim leaves its own.
-    assert store.mark_interrupted("crashed", at) == 2
+    # The process dies before the records are written: each claim leaves its own (and
+    # only the run counts as interrupted).
+    assert store.mark_interrupted("crashed", at) == 1
     assert [(r["status"], r["reason"]) for r in store.recent("k")] == [("skipped", "misfire")]
     assert [r["status"] for r in store.recent("j")] == ["interrupted"]
 
@@ -228,10 +239,42 @@ def test_briefs_are_each_jobs_newest_runs(store: Store) -> None:
     assert briefs["none"] == []
 
 
-def test_one_daemon_per_store(make_store: Callable[[], Store]) -> None:
-    make_store().acquire_daemon_lock()
-    with pytest.raises(PollerError, match=r"in use by another Poller daemon \(pid"):
-        make_store().acquire_daemon_lock()
+def test_one_daemon_per_store_unless_shared(make_store: Callable[[], Store]) -> None:
+    first, second, reader = make_store(), make_store(), make_store()
+    assert reader.daemons() == []
+    first.acquire_daemon_lock()
+    if not first.shared:
+        with pytest.raises(PollerError, match=r"in use by another Poller daemon \(pid"):
+            second.acquire_daemon_lock()
+        [seen] = reader.daemons()
+        assert seen["pid"] == os.getpid() and not seen["this"]
+        return
+    second.acquire_daemon_lock()
+    assert [d["this"] for d in first.daemons()] == [True, False]
+    assert [(d["pid"], d["alive"]) for d in reader.daemons()] == [(os.getpid(), True)] * 2
+    second.close()
+    assert len(reader.daemons()) == 1  # a daemon that stops leaves
+
+
+def test_the_first_to_save_a_grid_sets_its_anchor(make_store: Callable[[], Store]) -> None:
+    one, other = make_store(), make_store()
+    assert one.save_job_states({"j": JobState("abc", T0, None)}) == {"j": JobState("abc", T0, None)}
+    # Another daemon sees the job for the first time a second later: it keeps the anchor.
+    later = T0 + timedelta(seconds=1)
+    assert other.save_job_states(
+        {"j": JobState("abc", later, None), "k": JobState("x", later, None)}
+    ) == {
+        "j": JobState("abc", T0, None),
+        "k": JobState("x", later, None),
+    }
+    assert one.job_anchors()["j"] == JobState("abc", T0, None)
+
+
+def test_a_manual_run_is_started_through_a_claim(store: Store) -> None:
+    record = started_result("j", trigger="manual", started_at=T0)
+    assert store.claim([Claim("j", None, record, room=0)]) == ["claimed"]
+    assert store.get(record.run_id) == record.to_dict()
+    assert store.mark_interrupted("crashed", T0 + timedelta(minutes=1)) == 1
 
 
 def test_notes_are_kept_per_job_and_name_and_seen_by_other_handles(
