@@ -35,6 +35,7 @@ from poller.commands.options import (
     open_log,
 )
 from poller.commands.parser import build_parser
+from poller.commands.status import cmd_status
 from poller.commands.worker import cmd_worker
 from poller.config.load import parse_config
 from poller.config.models import Config
@@ -137,7 +138,7 @@ def _run_daemon(source: ConfigSource) -> int:
         os.getpid(),
         len(config.jobs),
         config_path,
-        settings.state_db,
+        settings.state_where,
     )
     while not stopping.is_set():
         reloaded = reloader.take()
@@ -193,6 +194,7 @@ COMMANDS: dict[str, Callable[[ConfigSource, argparse.Namespace], int]] = {
     "jobs": cmd_jobs,
     "run": cmd_run,
     "history": cmd_history,
+    "status": cmd_status,
     "alert-test": cmd_alert_test,
     "worker": cmd_worker,
     "kafka": cmd_kafka,

@@ -95,6 +95,15 @@ class StateFileError(PollerError):
         super().__init__(f"the state database {path} {self.detail}")
 
 
+class StoreUnavailableError(PollerError):
+    """The PostgreSQL database cannot be opened (reached, logged into, or read)."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.detail = reason
+        super().__init__(f"the state database {where} cannot be opened: {reason}")
+
+
 class ConfigError(PollerError):
     """A config file that cannot be used; lists every problem found at once."""
 

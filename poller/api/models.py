@@ -168,6 +168,21 @@ class NextRun(BaseModel):
     at: Instant
 
 
+class DaemonOut(BaseModel):
+    host: str
+    pid: int
+    version: str | None = Field(description="Its Poller version (null: not known).")
+    started_at: Instant | None
+    last_heartbeat: Instant | None = Field(
+        description="PostgreSQL: when it last said it is alive (null with SQLite)."
+    )
+    this: bool = Field(description="The daemon answering.")
+    alive: bool = Field(
+        description="False: silent for settings.daemon_lease_seconds; its runs are being "
+        "marked interrupted."
+    )
+
+
 class StatusOut(BaseModel):
     scheduler_running: bool
     started_at: Instant
@@ -183,6 +198,8 @@ class StatusOut(BaseModel):
     reloads: int
     reload_errors: int
     config_file: ConfigFileOut
+    store: Literal["sqlite", "postgresql"] = Field(description="What settings.state_db is.")
+    daemons: list[DaemonOut] = Field(description="The daemons sharing the state database.")
 
 
 class LogsOut(BaseModel):

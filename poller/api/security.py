@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from poller.api.plumbing import error_response
+from poller.config.models import Settings
 from poller.filemodes import make_private, tighten
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,12 @@ _COMMON_HEADERS = (
 )
 
 
-def key_path(state_db: str) -> Path:
-    """Where a generated key is kept: beside the state database (`poller.db.api-key`)."""
-    db = Path(state_db)
+def key_path(settings: Settings, base_dir: Path) -> Path:
+    """Where a generated key is kept: beside the SQLite file (`poller.db.api-key`); with a
+    PostgreSQL store, in the config's folder (`data/poller.api-key`: each daemon its own)."""
+    if settings.is_shared_store:
+        return base_dir / "data" / "poller.api-key"
+    db = Path(settings.state_db)
     return db.with_name(db.name + ".api-key")
 
 

@@ -129,7 +129,7 @@ def start_api(daemon: Daemon, config_path: Path) -> ApiServer | None:
     configured = key_of(settings)
     key_file = None
     if configured is None:
-        key_file = key_path(daemon.config.settings.state_db)
+        key_file = key_path(daemon.config.settings, daemon.config.base_dir)
         try:
             key = load_or_create_key(key_file)
         except OSError as err:

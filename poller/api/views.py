@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 
 from poller.api.models import (
     ConfigFileOut,
+    DaemonOut,
     FireOut,
     JobDetailOut,
     JobOut,
@@ -124,6 +125,8 @@ def status(daemon: Daemon, reader: Store, totals: dict[str, int], config_path: P
         reloads=daemon.reloads["applied"],
         reload_errors=daemon.reloads["failed"],
         config_file=config_file(daemon, config_path),
+        store="postgresql" if config.settings.is_shared_store else "sqlite",
+        daemons=[DaemonOut.model_validate(row) for row in daemon.store.daemons()],
     )
 
 

@@ -120,7 +120,7 @@ def job_lines(item: JobForecast) -> list[str]:
 
 def stored_anchors(config: Config) -> tuple[dict[str, JobState], str]:
     """The daemon's stored `every` anchors, and a sentence saying where they came from."""
-    where = config.settings.state_db
+    where = config.settings.state_where
     try:
         store = open_history(config.settings)
         if store is None:

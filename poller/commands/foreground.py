@@ -159,7 +159,7 @@ def open_history_store(config: Config) -> Store | None:
     try:
         return open_store(config.settings)
     except Exception as err:  # the run happens anyway; a history problem must not stop it
-        log.warning("%s cannot be opened: %s", config.settings.state_db, err)
+        log.warning("%s cannot be opened: %s", config.settings.state_where, err)
         return None
 
 
@@ -188,4 +188,4 @@ def save_manual_run(config: Config, store: Store | None, result: RunResult) -> N
     try:
         store.save(result)
     except Exception as err:  # the run happened; a history problem must not hide its result
-        log.warning("the run could not be saved in %s: %s", config.settings.state_db, err)
+        log.warning("the run could not be saved in %s: %s", config.settings.state_where, err)

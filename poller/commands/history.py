@@ -85,7 +85,7 @@ def show_runs(
     if args.job_id and not runs:
         ever = store is not None and bool(store.recent(args.job_id, 1))
         if not ever and (job_ids is None or args.job_id not in job_ids):
-            say(unknown_job(args.job_id, job_ids, settings.state_db))
+            say(unknown_job(args.job_id, job_ids, settings.state_where))
             return EXIT_USAGE
     if args.json:
         print(json.dumps(runs, indent=2))
@@ -93,7 +93,7 @@ def show_runs(
     if not runs:
         what = f"{args.status} runs" if args.status else "runs"
         of = f" of {args.job_id}" if args.job_id else ""
-        print(f"no {what}{of} yet in {settings.state_db}")
+        print(f"no {what}{of} yet in {settings.state_where}")
         return EXIT_OK
     rows = [
         [
@@ -154,7 +154,7 @@ def show_run(
     record = None if store is None else store.get(run_id)
     if record is None:
         say(
-            f"app.py history: no run {run_id!r} in {settings.state_db}; "
+            f"app.py history: no run {run_id!r} in {settings.state_where}; "
             "`app.py history` lists run ids"
         )
         return EXIT_USAGE

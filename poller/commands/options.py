@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,12 +17,14 @@ from pathlib import Path
 from poller import timeformat
 from poller.config.load import load_config
 from poller.config.models import Config, Settings
-from poller.errors import ConfigError, StateFileError
+from poller.errors import ConfigError, StateFileError, StoreUnavailableError
 from poller.logs import setup_logging
 from poller.redaction import Redactor
 from poller.store import Store, StoreError, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+UNSET_RE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
+"""A ${NAME} left in a value that `load(unset_ok=True)` read without its variable."""
 EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a process that SIGPIPE ended
 REASON_CHARS = 72
 """A reason in a table line is shortened at a word to this many characters ("…")."""
@@ -80,12 +83,23 @@ def open_history(settings: Settings) -> Store | None:
     it does not exist yet (a command must not create it; an empty file is a daemon's that
     is creating it). Raises StoreError."""
     path = Path(settings.state_db)
-    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+    unset = UNSET_RE.search(settings.state_db) if settings.is_shared_store else None
+    if unset:
+        raise StoreError(
+            settings.state_where,
+            f"settings.state_db uses {unset.group(0)}, which is not set in this shell; "
+            "set it to read the shared database",
+        )
+    if not settings.is_shared_store and (
+        not path.exists() or (path.is_file() and path.stat().st_size == 0)
+    ):
         return None
     try:
         return open_store(settings, read_only=True)
     except StateFileError as err:
         raise StoreError(str(err.path), err.detail) from None
+    except StoreUnavailableError as err:
+        raise StoreError(err.where, err.detail) from None
 
 
 def open_log(config: Config, redactor: Redactor, stderr: bool) -> bool:

@@ -18,6 +18,7 @@ The commands beside it only read, and need none of the daemon's secrets (but `ru
   app.py check               is the config valid, and when does each job fire next?
   app.py jobs                every job at a glance: schedule, next fire, last run
   app.py history [JOB_ID]    recent runs, newest first; --run RUN_ID shows one in full
+  app.py status              the daemons running on the state database
   app.py run JOB_ID          run a job's chain now and print what it did
   app.py alert-test CHANNEL  send a test alert over one of settings.alerts' channels
 
@@ -135,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--run", metavar="RUN_ID", help="one run in full, with its steps")
     history.add_argument("--json", action="store_true", help="print the runs' full records as JSON")
+
+    status = _command(
+        commands,
+        "status",
+        "list the daemons running on the state database",
+        "List the daemons using settings.state_db: with PostgreSQL every daemon sharing it "
+        "(host, pid, version, start, last heartbeat; one silent for "
+        "settings.daemon_lease_seconds is marked), with SQLite the one that holds it. Exit 0 "
+        "when one is running, 1 when none is.",
+    )
+    status.add_argument("--json", action="store_true", help="print them as JSON")
     return parser
 
 

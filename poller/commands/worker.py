@@ -15,7 +15,7 @@ from poller.config.kafka import with_environment
 from poller.errors import ConfigError, PollerError
 from poller.logs import setup_logging
 from poller.redaction import Redactor
-from poller.store import SqliteStore
+from poller.store import open_store
 
 
 def cmd_worker(source: ConfigSource, args: argparse.Namespace) -> int:
@@ -45,7 +45,7 @@ def cmd_worker(source: ConfigSource, args: argparse.Namespace) -> int:
     from poller.kafka.worker import Worker
 
     try:
-        store = SqliteStore(settings.state_db, settings.durability)
+        store = open_store(settings)
     except PollerError as err:
         say(f"app.py worker: {err}")
         return EXIT_FAILED

@@ -168,7 +168,7 @@ class Settings(Model):
     def _shared_store_needs_a_zone(self) -> Settings:
         if self.is_shared_store and self.timezone is None:
             raise ValueError(
-                "settings.timezone is required when settings.state_db is a PostgreSQL URL: "
+                "timezone is required when state_db is a postgresql:// URL: "
                 "daemons on several machines must compute the same fire times, and the "
                 'machines\' own zones may differ; set it, e.g. "Europe/Amsterdam" or "UTC"'
             )

@@ -38,7 +38,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from poller import __version__
-from poller.errors import PollerError
+from poller.errors import StoreUnavailableError
 from poller.redaction import mask_text, mask_url
 from poller.store import pgschema
 from poller.store.base import Claim, ClaimAnswer, JobState, StoreError
@@ -65,15 +65,6 @@ CLAIM_SQL = "SELECT poller_claim(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
 CONNECTION: dict[str, str | int] = {"connect_timeout": 10, "options": "-c TimeZone=UTC"}
 """How every connection is made: instants come back in UTC, as the records say them."""
 LIVE_DAEMONS = "SELECT daemon_id FROM poller_daemons WHERE heartbeat_at > now() - %s"
-
-
-class StoreUnavailableError(PollerError):
-    """The PostgreSQL database cannot be opened (reached, logged into, or read)."""
-
-    def __init__(self, where: str, reason: str) -> None:
-        self.where = where
-        self.detail = reason
-        super().__init__(f"the state database {where} cannot be opened: {reason}")
 
 
 class PostgresStore:
@@ -147,12 +138,19 @@ class PostgresStore:
     def _beat(self) -> None:
         """Heartbeat, then look for silent daemons, every third of the lease."""
         every = max(self.lease.total_seconds() / 3, 0.5)
+        failing = False
         while not self._stopping.wait(every):
             try:
                 self.heartbeat()
                 self.sweep()
             except StoreError as err:
-                log.error("the state database: %s; the heartbeat is tried again", err)
+                if not failing:  # once, not every beat while the database is away
+                    log.error("%s; the heartbeat is tried again every %.0f s", err, every)
+                failing = True
+            else:
+                if failing:
+                    log.warning("the heartbeat reaches the state database again")
+                failing = False
 
     def heartbeat(self) -> None:
         with self._writing("heartbeating") as conn:
