@@ -1,7 +1,8 @@
 """A real PostgreSQL server for the store tests: a throwaway cluster made with `initdb` in a
 temp folder and started with `pg_ctl` on a free port, as a non-root user (PostgreSQL refuses
 to run as root; under root the cluster runs as `nobody`). Debian's `postgresql` package
-provides the binaries (.ci/run installs it).
+provides the binaries (.ci/run installs it); without them the tests that need the cluster
+are skipped, but failed in CI.
 
 One cluster serves the whole test session; each test gets a database of its own
 (`pg_url`), reached over TCP with a password, as a deployment is: the URL the tests put in
@@ -66,7 +67,27 @@ class Cluster:
             list(args), user=self.user, capture_output=True, text=True, check=True, timeout=60
         )
 
+    def start(self) -> None:
+        pg_ctl = pg_bin("pg_ctl")
+        assert pg_ctl is not None
+        options = (
+            f"-p {self.port} -k {self.folder / 'sock'} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=200"
+        )
+        self.run(
+            pg_ctl,
+            "-D",
+            str(self.folder / "data"),
+            "-o",
+            options,
+            "-l",
+            str(self.folder / "log"),
+            "-w",
+            "start",
+        )
+
     def stop(self) -> None:
+        """Stop at once, as a crash would (clients see their connections drop)."""
         pg_ctl = pg_bin("pg_ctl")
         assert pg_ctl is not None
         subprocess.run(
@@ -81,7 +102,10 @@ def start_cluster() -> Cluster:
     """initdb, then pg_ctl start on a free port; returns once it accepts connections."""
     initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
     if initdb is None or pg_ctl is None:
-        pytest.fail("PostgreSQL's server binaries are not installed (apt-get install postgresql)")
+        reason = "PostgreSQL's server binaries are not installed (apt-get install postgresql)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
     user = "nobody" if os.geteuid() == 0 else None
     folder = Path(tempfile.mkdtemp(prefix="poller-pg-"))
     (folder / "sock").mkdir()
@@ -89,11 +113,10 @@ def start_cluster() -> Cluster:
         for path in (folder, folder / "sock"):
             shutil.chown(path, user)
     cluster = Cluster(folder, free_port(), user)
-    data = folder / "data"
     cluster.run(
         initdb,
         "-D",
-        str(data),
+        str(folder / "data"),
         "-U",
         "postgres",
         "--auth-local=trust",
@@ -102,11 +125,7 @@ def start_cluster() -> Cluster:
         "-E",
         "UTF8",
     )
-    options = (
-        f"-p {cluster.port} -k {folder / 'sock'} -c listen_addresses=127.0.0.1 "
-        "-c fsync=off -c max_connections=200"
-    )
-    cluster.run(pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
+    cluster.start()
     with psycopg.connect(cluster.admin_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")
     return cluster

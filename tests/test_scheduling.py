@@ -249,7 +249,7 @@ def test_a_fire_runs_once_even_if_planned_twice(
     at = T0 + timedelta(seconds=1)
     # Another daemon (or an earlier life of this one) claimed the fire first.
     started = started_result("t", trigger="schedule", started_at=at, scheduled_for=at)
-    assert store.claim([Claim("t", at, started)]) == [True]
+    assert store.claim([Claim("t", at, started)]) == ["claimed"]
     fake_clock.set(at)
     daemon.tick(at)
     settle(daemon)

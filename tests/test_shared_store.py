@@ -317,3 +317,45 @@ def test_claims_racing_from_two_daemons_each_win_once(pg_url: str) -> None:
     assert not errors
     assert sorted(wins[0] + wins[1]) == sorted(f"{j}@{s}" for j in "abc" for s in range(200))
     assert wins[0] and wins[1]  # they did race
+
+
+def test_the_database_going_away_holds_fires_and_they_resume_when_it_is_back(
+    tmp_path: Path, shared: str, pg_url: str, pg_cluster: Cluster, daemons: list[DaemonProcess]
+) -> None:
+    daemon = machine(tmp_path, "one", shared, [tick("a")], api=api_settings())
+    daemons.append(daemon)
+    daemon.start()
+    api = ApiDaemon(daemon)
+    wait_until(lambda: len(rows(pg_url, "job_id = 'a'")) >= 2, what="two runs")
+    pg_cluster.stop()
+    try:
+        daemon.wait_log("the state database cannot be written since", timeout=20)
+        health = api.get("/health")
+        assert health.status_code == 503 and "state database" in health.json()["reason"]
+    finally:
+        pg_cluster.start()
+    back = datetime.now().astimezone()
+    wait_until(
+        lambda: len(rows(pg_url, "job_id = 'a' AND started_at > %s", (back,))) >= 3,
+        timeout=20,
+        what="fires after the database is back",
+    )
+    wait_until(lambda: api.get("/health").status_code == 200, what="healthy again")
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert Counter(fires(rows(pg_url), "a")).most_common(1)[0][1] == 1
+    assert PASSWORD not in daemon.log() + daemon.stderr()
+
+
+def test_a_manual_run_finds_no_room_while_another_daemon_runs_the_job(pg_url: str) -> None:
+    one, other = PostgresStore(pg_url), PostgresStore(pg_url)
+    one.acquire_daemon_lock()
+    other.acquire_daemon_lock()
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    going = started_result("j", trigger="schedule", started_at=at, scheduled_for=at)
+    assert one.claim([Claim("j", at, going, room=0)]) == ["claimed"]
+    manual = started_result("j", trigger="manual", started_at=at)
+    assert other.claim([Claim("j", None, manual, room=0)]) == ["full"]
+    assert other.get(manual.run_id) is None  # nothing written
+    assert other.claim([Claim("j", None, manual, room=1)]) == ["claimed"]  # max_instances 2
+    one.close()
+    other.close()

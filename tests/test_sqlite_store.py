@@ -135,7 +135,7 @@ def test_a_version_1_database_and_its_fire_ledger_are_migrated(tmp_path: Path) -
         }
         assert [r["run_id"] for r in store.recent()] == ["r2", "r1"]
         [claimed] = store.claim([Claim("j", T0 + timedelta(seconds=31), _started("j", 31))])
-        assert claimed
+        assert claimed == "claimed"
     finally:
         store.close()
     reopened = SqliteStore(path)

@@ -14,7 +14,7 @@ import pytest
 from poller.config.load import parse_config
 from poller.config.models import Config
 from poller.daemon import CLAIM_RETRY_SECONDS, Daemon
-from poller.store import Claim, SqliteStore, StoreError
+from poller.store import Claim, ClaimAnswer, SqliteStore, StoreError
 from tests.conftest import FakeClock
 from tests.test_scheduling import Recorder, settle
 
@@ -30,7 +30,7 @@ class FullDiskStore(SqliteStore):
 
     is_full = False
 
-    def claim(self, claims: Sequence[Claim]) -> list[bool]:
+    def claim(self, claims: Sequence[Claim]) -> list[ClaimAnswer]:
         if self.is_full:
             raise StoreError(f"{self.path}: claiming fires", "database or disk is full")
         return super().claim(claims)

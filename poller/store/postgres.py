@@ -44,7 +44,7 @@ from poller.store import pgschema
 from poller.store.base import Claim, ClaimAnswer, JobState, StoreError
 from poller.store.migrate import RECORD_VERSION
 from poller.store.rows import decode, to_json
-from poller.store.writer import Recordable, RecordQueue
+from poller.store.writer import QueuedWrites, Recordable, RecordQueue
 from poller.timeformat import column, parse, utc_text
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,24 @@ SAVE_SQL = (
     "record = excluded.record"
 )
 CLAIM_SQL = "SELECT poller_claim(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-CONNECTION: dict[str, str | int] = {"connect_timeout": 10, "options": "-c TimeZone=UTC"}
-"""How every connection is made: instants come back in UTC, as the records say them."""
+CONNECTION: dict[str, str | int] = {
+    "options": "-c TimeZone=UTC",
+    "connect_timeout": 5,
+    "tcp_user_timeout": 10_000,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+"""How every connection is made: instants come back in UTC, as the records say them; a
+database that stops answering (a partition, not only a refusal) fails a call within
+about 10 s instead of the kernel's minutes."""
+WAIT_SECONDS = 5
+"""How long a call waits for a pooled connection while the database cannot be reached:
+the loop then retries its claims at its next wake (as on a full disk)."""
 LIVE_DAEMONS = "SELECT daemon_id FROM poller_daemons WHERE heartbeat_at > now() - %s"
 
 
-class PostgresStore:
+class PostgresStore(QueuedWrites):
     """A pool of connections to one database, shared by the loop, the writer and the API."""
 
     shared = True
@@ -96,7 +108,7 @@ class PostgresStore:
             min_size=1,
             max_size=POOL_SIZE,
             kwargs={"autocommit": True, **CONNECTION},
-            timeout=10,
+            timeout=WAIT_SECONDS,
             check=ConnectionPool.check_connection,
             name="poller-store",
             open=True,
@@ -142,7 +154,8 @@ class PostgresStore:
         while not self._stopping.wait(every):
             try:
                 self.heartbeat()
-                self.sweep()
+                if not failing:  # after an outage, the others get a beat to say they live
+                    self.sweep()
             except StoreError as err:
                 if not failing:  # once, not every beat while the database is away
                     log.error("%s; the heartbeat is tried again every %.0f s", err, every)
@@ -243,19 +256,6 @@ class PostgresStore:
         row = _columns(record if isinstance(record, dict) else record.to_dict())
         with self._writing("saving a run record") as conn:
             conn.execute(SAVE_SQL, (*row, self.daemon_id))
-
-    def save_later(self, record: Recordable) -> None:
-        self._queue.add(record)
-
-    def flush(self) -> None:
-        self._queue.flush()
-
-    def failing(self) -> str | None:
-        return self._queue.failing
-
-    def queued(self, run_id: str) -> dict[str, Any] | None:
-        result = self._queue.queued(run_id)
-        return None if result is None else result.to_dict()
 
     def _write_batch(self, results: list[Recordable]) -> None:
         rows = [(*_columns(result.to_dict()), self.daemon_id) for result in results]

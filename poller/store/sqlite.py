@@ -49,7 +49,7 @@ from poller.store.rows import (
     recovered_row,
     result_row,
 )
-from poller.store.writer import Recordable, RecordQueue
+from poller.store.writer import QueuedWrites, Recordable, RecordQueue
 from poller.timeformat import column, parse, utc_text
 
 SCHEMA_VERSION = migrate.SCHEMA_VERSION
@@ -72,7 +72,7 @@ class DatabaseLockedError(PollerError):
         )
 
 
-class SqliteStore:
+class SqliteStore(QueuedWrites):
     """One history connection shared by the writer thread, the workers and the loop's rare
     history writes, behind a lock (not SQLite's busy handler, which sleeps in steps of
     milliseconds); the daemon's claim journal beside it."""
@@ -222,21 +222,6 @@ class SqliteStore:
         row = record_row(record) if isinstance(record, dict) else result_row(record)
         with self._writing("saving a run record"):
             self._db.execute(SAVE_SQL, row)
-
-    def save_later(self, record: Recordable) -> None:
-        """Queue a record; get() sees it at once, recent() and totals() once written."""
-        self._queue.add(record)
-
-    def flush(self) -> None:
-        self._queue.flush()
-
-    def failing(self) -> str | None:
-        return self._queue.failing
-
-    def queued(self, run_id: str) -> dict[str, Any] | None:
-        """A run's newest record while it waits for the writer, else None."""
-        result = self._queue.queued(run_id)
-        return None if result is None else result.to_dict()
 
     def _write_batch(self, results: list[Recordable]) -> None:
         rows = [result_row(result) for result in results]  # before the lock is taken

@@ -138,3 +138,24 @@ class RecordQueue:
             delay = RETRY_SECONDS[min(self._failures, len(RETRY_SECONDS)) - 1]
             self._lock.wait_for(lambda: self._closing, timeout=delay)
             return False
+
+
+class QueuedWrites:
+    """A store's save_later(), flush(), failing() and queued(), over its RecordQueue."""
+
+    _queue: RecordQueue
+
+    def save_later(self, record: Recordable) -> None:
+        """Queue a record; get() sees it at once, recent() and totals() once written."""
+        self._queue.add(record)
+
+    def flush(self) -> None:
+        self._queue.flush()
+
+    def failing(self) -> str | None:
+        return self._queue.failing
+
+    def queued(self, run_id: str) -> dict[str, Any] | None:
+        """A run's newest record while it waits for the writer, else None."""
+        result = self._queue.queued(run_id)
+        return None if result is None else result.to_dict()
