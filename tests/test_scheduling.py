@@ -13,9 +13,10 @@ import pytest
 from poller.config.load import parse_config
 from poller.config.models import Config, Job
 from poller.daemon import Daemon
+from poller.plans import grid_of
 from poller.run.results import RunResult, started_result
 from poller.scheduling import FireJob, HeapScheduler
-from poller.store import Claim, SqliteStore
+from poller.store import Claim, JobState, SqliteStore
 from poller.timing import fires_between, next_fire
 from tests.conftest import FakeClock
 from tests.daemonproc import wait_until
@@ -280,3 +281,30 @@ def test_reload_keeps_unchanged_jobs(
     assert daemon.scheduler.by_id["change"].next_run == T0 + timedelta(seconds=23)
     assert daemon.scheduler.by_id["new"].next_run == T0 + timedelta(seconds=8)
     assert "drop" not in daemon.scheduler.by_id
+
+
+class LateReader(SqliteStore):
+    """Reads the job states as a daemon of a shared store may: before another daemon
+    saved its anchor (it is already stored when this one saves its own)."""
+
+    def job_states(self) -> dict[str, JobState]:
+        return {}
+
+
+def test_a_daemon_takes_the_anchor_another_daemon_stored_first(
+    tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    job = {"id": "t", "every": "5s", "integrationIDs": [["a"]]}
+    config = write_config(tmp_path, [job])
+    store = LateReader(tmp_path / "poller.db")
+    store.acquire_daemon_lock()
+    try:
+        earlier = T0 - timedelta(seconds=3)  # the other daemon started 3 s before
+        store.save_job_states({"t": JobState(grid_of(config, config.jobs[0]), earlier, None)})
+        fake_clock.set(T0)
+        daemon = Daemon(config, store, fake_clock, run_chain=Recorder())
+        daemon.start()
+        # On the other daemon's grid (earlier + 5 s), not on one of its own (T0 + 5 s).
+        assert daemon.scheduler.by_id["t"].next_run == earlier + timedelta(seconds=5)
+    finally:
+        store.close()

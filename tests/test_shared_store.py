@@ -140,6 +140,10 @@ def test_two_daemons_run_every_slot_of_three_jobs_exactly_once(
     assert sorted(d["pid"] for d in json.loads(listed.stdout)["daemons"]) == sorted(
         [one.proc.pid, other.proc.pid]  # type: ignore[union-attr]
     )
+    history = run_app(one.folder, "history", "a", "--json", env={**os.environ})
+    assert history.returncode == 0 and json.loads(history.stdout), history.stderr
+    anchors = run_app(one.folder, "check", "--json", env={**os.environ})
+    assert {j["anchor"] for j in json.loads(anchors.stdout)["jobs"]} == {"stored"}
     one.stop()
     other.stop()
     records = rows(pg_url)
