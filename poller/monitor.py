@@ -53,6 +53,8 @@ class ChangeTracker:
         self.redactor = redactor
         self.keep = keep
         self._baselines: dict[str, Baseline | None] = {}
+        # Other daemons of a shared store move the baseline too: read it at every run.
+        self._cached = store is None or not store.shared
         self._lock = threading.Lock()  # runs of one job compare one after another
 
     def compare(self, job: Job, output: dict[str, Any] | None, run_id: str) -> Comparison | None:
@@ -74,7 +76,7 @@ class ChangeTracker:
         return comparison
 
     def _baseline(self, job_id: str) -> Baseline | None:
-        if job_id not in self._baselines:
+        if job_id not in self._baselines or not self._cached:
             stored = None if self.store is None else self.store.note(job_id, BASELINE_NOTE)
             self._baselines[job_id] = Baseline.from_json(stored)
         return self._baselines[job_id]
@@ -114,6 +116,7 @@ class Monitor:
         self.api_url: str | None = None
         """The API's address once it listens (its real port): alerts link to its page."""
         self._failing: dict[str, dict[str, Any]] = {}
+        self._cached = store is None or not store.shared  # as ChangeTracker's baselines
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
 
@@ -253,7 +256,7 @@ class Monitor:
         """Keep whether the job is failing; True when this run is an alert's occasion (a
         failure, or the first success after failures)."""
         with self._lock:
-            state = self._failing.get(job_id)
+            state = self._failing.get(job_id) if self._cached else None
             if state is None:
                 stored = None if self.store is None else self.store.note(job_id, ALERT_NOTE)
                 state = dict(stored) if isinstance(stored, dict) else {"failing": False}

@@ -363,3 +363,56 @@ def test_a_manual_run_finds_no_room_while_another_daemon_runs_the_job(pg_url: st
     assert other.claim([Claim("j", None, manual, room=1)]) == ["claimed"]  # max_instances 2
     one.close()
     other.close()
+
+
+def test_a_change_is_detected_once_whichever_daemon_runs_the_job(
+    tmp_path: Path, shared: str, pg_url: str, daemons: list[DaemonProcess]
+) -> None:
+    """The baseline is shared: a daemon must not compare with the one it last saw itself."""
+    value = tmp_path / "value.txt"
+    value.write_text("one")
+    job = {
+        "id": "w",
+        "every": "1s",
+        "input": {"path": str(value)},
+        "integrationIDs": [[{"function": "watch:read"}]],
+        "detect_changes": True,
+    }
+    one = machine(tmp_path, "one", shared, [job])
+    other = machine(tmp_path, "other", shared, [job])
+    for daemon in (one, other):
+        (daemon.folder / "watch.py").write_text(
+            "from pathlib import Path\n\n"
+            "def read(data, context):\n"
+            "    return {'value': Path(data['path']).read_text()}\n"
+        )
+    daemons += [one, other]
+    one.start()
+    other.start()
+
+    def by_daemon(at_least: int) -> bool:
+        ran = rows(pg_url, "job_id = 'w' AND status = 'success'")
+        return len({r["daemon_id"] for r in ran}) == 2 and len(ran) >= at_least
+
+    wait_until(lambda: by_daemon(4), timeout=15, what="runs on both daemons")
+    value.write_text("two")
+    switched = datetime.now().astimezone()
+    wait_until(
+        lambda: (
+            len(
+                rows(
+                    pg_url,
+                    "job_id = 'w' AND status = 'success' AND started_at > %s",
+                    (switched + timedelta(seconds=1),),
+                )
+            )
+            >= 6
+            and by_daemon(10)
+        ),
+        timeout=20,
+        what="runs after the change, on both daemons",
+    )
+    one.stop()
+    other.stop()
+    changed = [r for r in rows(pg_url, "job_id = 'w'") if r.get("changed")]
+    assert len(changed) == 1, [(r["started_at"], r["daemon_id"][:6]) for r in changed]
