@@ -62,6 +62,25 @@ was claimed before, so nothing is written; or other daemons' runs of its job lef
 room, so its `when_full` record is written instead."""
 
 
+def brief(
+    run_id: str,
+    status: str,
+    trigger: str,
+    started_at: str,
+    duration_ms: int | None,
+    dry_run: object,
+) -> dict[str, Any]:
+    """A run in brief, as Store.briefs() gives it."""
+    return {
+        "run_id": run_id,
+        "status": status,
+        "trigger": trigger,
+        "started_at": started_at,
+        "duration_ms": duration_ms,
+        "dry_run": bool(dry_run),
+    }
+
+
 class StoreError(PollerError):
     """The store cannot be written (or read) now: a full disk, a read-only file, I/O errors."""
 

@@ -41,7 +41,7 @@ from poller import __version__
 from poller.errors import StoreUnavailableError
 from poller.redaction import mask_text, mask_url
 from poller.store import pgschema
-from poller.store.base import Claim, ClaimAnswer, JobState, StoreError
+from poller.store.base import Claim, ClaimAnswer, JobState, StoreError, brief
 from poller.store.migrate import RECORD_VERSION
 from poller.store.rows import decode, to_json
 from poller.store.writer import QueuedWrites, Recordable, RecordQueue
@@ -369,16 +369,7 @@ class PostgresStore(QueuedWrites):
         found: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
         for job_id, run_id, status, trigger, started, finished, dry_run in rows:
             duration = None if finished is None else max(0, round(_ms(finished - started)))
-            found[job_id].append(
-                {
-                    "run_id": run_id,
-                    "status": status,
-                    "trigger": trigger,
-                    "started_at": column(started),
-                    "duration_ms": duration,
-                    "dry_run": bool(dry_run),
-                }
-            )
+            found[job_id].append(brief(run_id, status, trigger, column(started), duration, dry_run))
         return found
 
     def totals(self) -> dict[str, int]:

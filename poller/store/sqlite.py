@@ -40,7 +40,7 @@ from poller import __version__
 from poller.errors import PollerError, StateFileError
 from poller.filemodes import make_private, tighten
 from poller.store import migrate
-from poller.store.base import Claim, ClaimAnswer, JobState, StoreError
+from poller.store.base import Claim, ClaimAnswer, JobState, StoreError, brief
 from poller.store.journal import ClaimJournal
 from poller.store.rows import (
     claim_row,
@@ -386,16 +386,7 @@ class SqliteStore(QueuedWrites):
         )
         found: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
         for job_id, run_id, status, trigger, started_at, duration_ms, dry_run in rows:
-            found[job_id].append(
-                {
-                    "run_id": run_id,
-                    "status": status,
-                    "trigger": trigger,
-                    "started_at": started_at,
-                    "duration_ms": duration_ms,
-                    "dry_run": bool(dry_run),
-                }
-            )
+            found[job_id].append(brief(run_id, status, trigger, started_at, duration_ms, dry_run))
         return found
 
     def totals(self) -> dict[str, int]:
