@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -105,3 +105,34 @@ class PollingJob(Model):
     emit: Literal["new", "all"] = Field(
         "new", description='"new": only new or changed files; "all": every match, every time.'
     )
+
+
+class LocalExecutorSettings(Model):
+    """Runs on the daemon's own worker pool (the default)."""
+
+    type: Literal["local"] = "local"
+
+
+class KafkaExecutorSettings(Model):
+    """Runs on `app.py worker` processes: the daemon publishes run requests, workers run
+    the chains and publish the records (SPEC §11); the connection is settings.kafka's."""
+
+    type: Literal["kafka"]
+    runs_topic: str = Field("poller-runs", min_length=1, description="Run requests.")
+    results_topic: str = Field("poller-results", min_length=1, description="Run records.")
+    result_timeout_seconds: float = Field(
+        3600,
+        gt=0,
+        description="A run with no result this long after its request (the job's "
+        "timeout_seconds when set) is interrupted.",
+    )
+
+    @property
+    def dlq_topic(self) -> str:
+        """Where a request redelivered more than MAX_REDELIVERIES times goes."""
+        return f"{self.runs_topic}.dlq"
+
+
+ExecutorSettings = Annotated[
+    LocalExecutorSettings | KafkaExecutorSettings, Field(discriminator="type")
+]

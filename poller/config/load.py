@@ -6,6 +6,7 @@ listing every problem, each with file, line, column and JSON path. It never half
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import os
@@ -111,6 +112,7 @@ def parse_config(
     raw = parse_json(text, name)
     positions = Locations(text)
     problems: list[Problem] = []
+    written = copy.deepcopy(raw)  # as written: what a run request carries (`${…}` and all)
     if _may_interpolate(text):
         raw = _interpolate(
             raw, (), os.environ if environ is None else environ, name, positions, problems
@@ -148,7 +150,11 @@ def parse_config(
     if problems and not (unset_ok and problems == list(unset)):
         raise ConfigError(sorted(problems, key=by_place))
     # The folder the config is named in, not where a symlink leads (a ConfigMap version).
-    return _resolve_paths(config, path.absolute().parent, unset)
+    config = _resolve_paths(config, path.absolute().parent, unset)
+    if isinstance(written, list):
+        written = {"jobs": written}
+    config.set_written(written.get("jobs", []), written.get("environments", {}))
+    return config
 
 
 def parse_document(

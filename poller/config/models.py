@@ -39,7 +39,7 @@ from poller.config.constraints import (
     text_matching,
 )
 from poller.config.environments import PUBLIC_HEADERS, BasicAuth, Environment, basic_credentials
-from poller.config.kafka import KafkaSettings
+from poller.config.kafka import ExecutorSettings, KafkaSettings, LocalExecutorSettings
 from poller.config.sources import secret_values as source_secrets
 from poller.errors import Problem
 from poller.redaction import mask_url
@@ -145,6 +145,11 @@ class Settings(Model):
         default_factory=KafkaSettings,
         description="Kafka for `app.py worker` and the `kafka` commands (SPEC §10).",
     )
+    executor: ExecutorSettings = Field(
+        default_factory=LocalExecutorSettings,
+        description='Where runs run: {"type": "local"} (this process\'s worker pool) or '
+        '{"type": "kafka", …} (`app.py worker` processes, over settings.kafka; SPEC §11).',
+    )
 
     _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
 
@@ -171,6 +176,12 @@ class Settings(Model):
                 "timezone is required when state_db is a postgresql:// URL: "
                 "daemons on several machines must compute the same fire times, and the "
                 'machines\' own zones may differ; set it, e.g. "Europe/Amsterdam" or "UTC"'
+            )
+        if self.executor.type == "kafka" and self.timezone is None:
+            raise ValueError(
+                'timezone is required when executor.type is "kafka": workers on other '
+                "machines judge blackout days in this zone, and the machines' own zones may "
+                'differ; set it, e.g. "Europe/Amsterdam" or "UTC"'
             )
         return self
 
@@ -407,6 +418,8 @@ class Config(Model):
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _job_map: dict[str, Job] | None = PrivateAttr(default=None)
     _unset: tuple[Problem, ...] = PrivateAttr(default=())
+    _written_jobs: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _written_environments: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -424,6 +437,28 @@ class Config(Model):
 
     def set_unset(self, problems: tuple[Problem, ...]) -> None:
         self._unset = problems
+
+    def set_written(self, jobs: list[Any], environments: dict[str, Any]) -> None:
+        """Keep the file's jobs (in the file's order) and environments as written."""
+        self._written_jobs = {
+            job.id: written
+            for job, written in zip(self.jobs, jobs, strict=False)
+            if isinstance(written, dict)
+        }
+        self._written_environments = environments if isinstance(environments, dict) else {}
+
+    def written(self, job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The job and the environment it uses as the file has them, `${NAME}`s not filled
+        in (a run request to Kafka workers, which fill them from their own environment):
+        (job, {name: environment}). A config built in code has only its parsed form."""
+        written_job = self._written_jobs.get(job.id)
+        if written_job is None:
+            written_job = job.model_dump(mode="json", exclude_unset=True)
+        name = self.environment_name(job)
+        environment = self._written_environments.get(name)
+        if not isinstance(environment, dict) and name in self.environments:
+            environment = self.environments[name].model_dump(mode="json", exclude_unset=True)
+        return written_job, {} if environment is None else {name: environment}
 
     @property
     def job_map(self) -> dict[str, Job]:

@@ -176,6 +176,10 @@ class Store(Protocol):
         """Keep a JSON value under (job, name), replacing the one before."""
         ...
 
+    def drop_note(self, job_id: str, name: str) -> None:
+        """Forget the value under (job, name), if any."""
+        ...
+
     # --- file listings (SPEC §10) -------------------------------------------------------
 
     def listing(self, scope: str) -> dict[str, str]:

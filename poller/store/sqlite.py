@@ -290,6 +290,10 @@ class SqliteStore(QueuedWrites):
                 (job_id, name, text),
             )
 
+    def drop_note(self, job_id: str, name: str) -> None:
+        with self._writing(f"forgetting the {name} of job {job_id}"):
+            self._db.execute("DELETE FROM notes WHERE job_id = ? AND name = ?", (job_id, name))
+
     # --- file listings ---------------------------------------------------------------
 
     def listing(self, scope: str) -> dict[str, str]:

@@ -292,7 +292,12 @@ def test_notes_are_kept_per_job_and_name_and_seen_by_other_handles(
     assert reader.note("b", "baseline") == {"fingerprint": "y"}
     assert reader.note("b", "alerts") is None
     store.close()
-    assert make_store().note("a", "alerts") == {"failing": True}  # across a restart
+    again = make_store()
+    assert again.note("a", "alerts") == {"failing": True}  # across a restart
+    again.drop_note("a", "alerts")
+    again.drop_note("a", "never-noted")  # nothing to forget: no error
+    assert reader.note("a", "alerts") is None
+    assert reader.note("a", "baseline") == {"fingerprint": "z"}
 
 
 def test_a_listing_is_replaced_whole_seen_by_other_handles_and_pruned_when_old(
