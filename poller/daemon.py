@@ -21,6 +21,7 @@ from poller.clock import Clock
 from poller.config.kafka import with_environment
 from poller.config.models import Config, Job
 from poller.executors.local import LocalExecutor
+from poller.executors.slots import Executor
 from poller.firing import Firing, Wake
 from poller.monitor import Monitor
 from poller.plans import Planned, ReloadSummary, grid_of, plan_jobs
@@ -79,14 +80,30 @@ class Daemon:
             kafka=with_environment(config.settings.kafka, os.environ),
         )
         self.monitor = Monitor(config, store, self.redactor, clock, save=store.save_later)
-        self.executor = LocalExecutor(
-            config.settings.max_workers,
-            store,
-            clock,
-            run_chain,
-            on_done=self._run_ended,
-            monitor=self.monitor,
-        )
+        self.executor: Executor
+        executor = config.settings.executor
+        if executor.type == "kafka":
+            # Imported here: confluent-kafka loads librdkafka, which the local pool needs not.
+            from poller.executors.kafka import KafkaExecutor
+
+            self.executor = KafkaExecutor(
+                executor,
+                with_environment(config.settings.kafka, os.environ),
+                store,
+                clock,
+                self.redactor,
+                on_done=self._run_ended,
+                monitor=self.monitor,
+            )
+        else:
+            self.executor = LocalExecutor(
+                config.settings.max_workers,
+                store,
+                clock,
+                run_chain,
+                on_done=self._run_ended,
+                monitor=self.monitor,
+            )
         self._planned: dict[str, Planned] = {}
         self.firing = Firing(self.executor, shared=store.shared)
         self._fire = self._on_fire  # one bound method for every FireJob
@@ -109,6 +126,7 @@ class Daemon:
 
     def start(self) -> None:
         """Mark crashed runs, schedule every job (catching up after downtime), run_on_start."""
+        self.executor.start(self.config)
         now = self.clock.now()
         interrupted = self.store.mark_interrupted(
             "the daemon stopped during the run, or before the run's end was written", now
@@ -150,7 +168,8 @@ class Daemon:
                 connections=config.calls_at_once(),
                 kafka=with_environment(config.settings.kafka, os.environ),
             )
-        for setting in ("max_workers", "state_db", "durability", "log_file", "log_format", "api"):
+        settings = ("max_workers", "state_db", "durability", "log_file", "log_format", "api")
+        for setting in (*settings, "executor"):
             if getattr(config.settings, setting) != getattr(old.settings, setting):
                 log.warning(
                     "settings.%s changed; it takes effect when the daemon restarts", setting

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from poller.config.models import Job
-from poller.executors.local import LocalExecutor
+from poller.executors.slots import Executor
 from poller.plans import Planned
 from poller.run.results import Trigger, new_run_id, skipped_result, started_result
 from poller.scheduling import FireJob
@@ -48,7 +48,7 @@ class Wake:
 class Firing:
     """The decisions of each wake, and the backlogs of catch-up fires they leave."""
 
-    def __init__(self, executor: LocalExecutor, *, shared: bool = False) -> None:
+    def __init__(self, executor: Executor, *, shared: bool = False) -> None:
         """`shared`: other daemons run this config's jobs too (a shared store), so each run's
         claim says how many of its job they may have going."""
         self.executor = executor

@@ -36,7 +36,7 @@ def build_app(
     """
     totals = TotalsCache(daemon.store.open_reader())  # a slow count blocks no read
     counted = metrics.Metrics(daemon, totals)
-    daemon.executor.run_chain = counted.observing(daemon.executor.run_chain)
+    daemon.executor.on_result = counted.observe
     daemon.on_skipped = counted.observe
     app = FastAPI(
         title="Poller",

@@ -3,13 +3,13 @@ the /metrics route that serves them.
 
 State (jobs, runs in flight, history totals, reloads, the loop's last tick) is read when
 scraped; what only exists as an event (a run's end, its duration, attempts and lateness) is
-counted by observing the results of the daemon's `run_chain`.
+counted by observing each run's record as it ends (the executor's `on_result`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -26,7 +26,7 @@ from poller.api.context import Context
 from poller.run.results import RunResult
 
 if TYPE_CHECKING:
-    from poller.daemon import Daemon, RunChain
+    from poller.daemon import Daemon
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -37,7 +37,7 @@ disable_created_metrics()
 
 
 class Metrics:
-    """The metrics of `daemon`; `observing(run_chain)` counts the runs it makes."""
+    """The metrics of `daemon`; `observe` counts a run that ended."""
 
     def __init__(self, daemon: Daemon, totals: Callable[[], dict[str, int]]) -> None:
         """`totals`: the history's run counts by status."""
@@ -89,16 +89,6 @@ class Metrics:
         if result.trigger in ("schedule", "catch-up") and result.scheduled_for is not None:
             late = (result.started_at - result.scheduled_for).total_seconds()
             self.lateness.observe(max(late, 0.0))
-
-    def observing(self, run_chain: RunChain) -> RunChain:
-        """`run_chain`, with each result it returns observed."""
-
-        def observed(*args: Any, **kwargs: Any) -> RunResult:
-            result = run_chain(*args, **kwargs)
-            self.observe(result)
-            return result
-
-        return observed
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

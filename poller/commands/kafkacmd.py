@@ -54,6 +54,12 @@ def cmd_kafka(source: ConfigSource, args: argparse.Namespace) -> int:
         say(str(loaded))
         return EXIT_USAGE
     settings = with_environment(loaded.settings.kafka, os.environ)
+    executor = loaded.settings.executor
+    args.executor_topics = (
+        (executor.runs_topic, executor.results_topic, executor.dlq_topic)
+        if executor.type == "kafka"
+        else ()
+    )
     action = {
         "push-job": push_job,
         "tail": tail,
@@ -164,7 +170,7 @@ def _shown(message: Any) -> dict[str, Any]:
 
 
 def check(settings: KafkaSettings, args: argparse.Namespace) -> int:
-    """Can the broker be reached, and do the three topics exist (--create-topics makes them)?"""
+    """Can the broker be reached, and do the topics exist (--create-topics makes them)?"""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
@@ -177,7 +183,12 @@ def check(settings: KafkaSettings, args: argparse.Namespace) -> int:
         return EXIT_FAILED
     brokers = ", ".join(f"{b.host}:{b.port}" for b in metadata.brokers.values())
     print(f"brokers: {brokers}")
-    wanted = (settings.polling_topic, settings.file_event_topic, settings.dlq_topic)
+    wanted = (
+        settings.polling_topic,
+        settings.file_event_topic,
+        settings.dlq_topic,
+        *args.executor_topics,  # settings.executor's, when it is kafka
+    )
     missing = [topic for topic in wanted if topic not in metadata.topics]
     if missing and args.create_topics:
         futures = admin.create_topics(

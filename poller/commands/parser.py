@@ -23,7 +23,8 @@ The commands beside it only read, and need none of the daemon's secrets (but `ru
   app.py alert-test CHANNEL  send a test alert over one of settings.alerts' channels
 
 Kafka (settings.kafka):
-  app.py worker              consume polling jobs, list their sources, publish file events
+  app.py worker              consume polling jobs, list their sources, publish file events;
+                             with settings.executor kafka, run the daemons' runs (--runs: only)
   app.py kafka ACTION        push-job FILE, tail TOPIC, check, replay-dlq
 """
 
@@ -103,15 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
         "channel", metavar="CHANNEL", help="the channel's name in settings.alerts"
     )
 
-    _command(
+    worker = _command(
         commands,
         "worker",
-        "run a Kafka worker: polling jobs in, file events out",
+        "run a Kafka worker: polling jobs in, file events out; and run requests",
         "Consume polling jobs from settings.kafka.polling_topic, list each job's source, "
         "publish one event per new or changed file to file_event_topic and commit the job "
         "once they are acknowledged; invalid jobs and dead sources go to dlq_topic. "
-        "SIGTERM or Ctrl-C finishes the job in hand, then stops. The log is worker.log "
-        "beside settings.log_file.",
+        'With settings.executor {"type": "kafka"}, also run the chains of the daemons\' '
+        "run requests (runs_topic) and publish their records (results_topic). "
+        "SIGTERM or Ctrl-C finishes the job or run in hand, then stops. The log is "
+        "worker.log beside settings.log_file.",
+    )
+    worker.add_argument(
+        "--runs",
+        action="store_true",
+        help="only run requests, no polling jobs (needs settings.executor type kafka)",
     )
     kafkacmd.add_parser(
         commands, _command, lambda action: _config_option(action, default=argparse.SUPPRESS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 from pathlib import Path
 from types import FrameType
 
@@ -42,6 +43,7 @@ def cmd_worker(source: ConfigSource, args: argparse.Namespace) -> int:
         return EXIT_FAILED
     # Imported here: confluent-kafka loads librdkafka, which no other command needs.
     from poller.kafka.health import HealthServer
+    from poller.kafka.runs import Runner
     from poller.kafka.worker import Worker
 
     try:
@@ -49,7 +51,30 @@ def cmd_worker(source: ConfigSource, args: argparse.Namespace) -> int:
     except PollerError as err:
         say(f"app.py worker: {err}")
         return EXIT_FAILED
-    worker = Worker(kafka, store, redactor, SystemClock(), os.environ)
+    executor = settings.executor
+    if getattr(args, "runs", False) and executor.type != "kafka":
+        say(
+            f"app.py worker --runs: {source.path}: settings.executor.type is "
+            f'"{executor.type}": the daemons run their own runs; set it to "kafka" '
+            "(in the daemons' config too) for workers to run them"
+        )
+        store.close()
+        return EXIT_USAGE
+    clock = SystemClock()
+    runs = None
+    if executor.type == "kafka":
+        name = f"{kafka.client_id}@{socket.gethostname()}/{os.getpid()}"
+        runner = Runner(store, clock, redactor, os.environ, loaded.base_dir, name, kafka)
+        runs = (executor, runner)
+    worker = Worker(
+        kafka,
+        store,
+        redactor,
+        clock,
+        os.environ,
+        runs=runs,
+        listing=not getattr(args, "runs", False),
+    )
 
     def stop(signum: int, frame: FrameType | None) -> None:
         worker.stop()

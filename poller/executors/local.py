@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 
 from poller.clock import Clock
 from poller.config.models import Config, Job
 from poller.executors.pool import WorkerPool
+from poller.executors.slots import Slots
 from poller.monitor import Monitor, Send
 from poller.run.client import ClientPool
 from poller.run.results import RunResult
@@ -27,7 +26,7 @@ log = logging.getLogger(__name__)
 RunChain = Callable[..., RunResult]
 
 
-class LocalExecutor:
+class LocalExecutor(Slots):
     """The worker pool, the runs going on per job, and the client pools they use."""
 
     def __init__(
@@ -39,34 +38,17 @@ class LocalExecutor:
         on_done: Callable[[str], None],
         monitor: Monitor | None = None,
     ) -> None:
+        super().__init__(on_done)
         self.pool = WorkerPool(max_workers, thread_name_prefix="run")
         self.store = store
         self.clock = clock
         self.run_chain = run_chain
-        self._on_done = on_done  # told the job id when a run ends
         self.monitor = monitor  # change detection, alerts and pings around each run
-        self._running: Counter[str] = Counter()  # runs going on (or reserved), by job
         self._users: Counter[int] = Counter()  # runs using each client pool, by id()
         self._retired: list[ClientPool] = []
-        self._idle = threading.Condition(threading.Lock())
 
-    def reserve(self, job: Job) -> int | None:
-        """Take a slot of the job's max_instances: None when taken, else how many run."""
-        with self._idle:
-            running = self._running[job.id]
-            if running >= job.max_instances:
-                return running
-            self._running[job.id] = running + 1
-            return None
-
-    def release(self, job_id: str) -> None:
-        """Give back a slot reserved for a run that will not start."""
-        with self._idle:
-            self._running[job_id] -= 1
-
-    def is_full(self, job: Job) -> bool:
-        with self._idle:
-            return self._running[job.id] >= job.max_instances
+    def start(self, config: Config) -> None:
+        """Nothing to begin: the pool's threads start as runs come."""
 
     def submit(self, job: Job, config: Config, clients: ClientPool, record: RunResult) -> None:
         """Run a claimed record's chain on the pool (its slot reserved before)."""
@@ -107,6 +89,7 @@ class LocalExecutor:
                 changes=None if monitor is None else monitor.changes,
                 store=self.store,
             )
+            self.on_result(result)
             sends: list[Send] = []
             if monitor is not None:
                 try:
@@ -130,20 +113,9 @@ class LocalExecutor:
             if unused:
                 self._retired.remove(clients)
                 del self._users[id(clients)]
-            self._running[job_id] -= 1
-            self._idle.notify_all()
         if unused:
             clients.close()
-        self._on_done(job_id)
-
-    def running(self, job_id: str) -> int:
-        """Runs of this job going on now."""
-        with self._idle:
-            return self._running[job_id]
-
-    def inflight(self) -> int:
-        with self._idle:
-            return sum(self._running.values())
+        self.ended(job_id)
 
     def is_alive(self) -> bool:
         """False once the pool is shut down (stopping, or stopped)."""
@@ -151,10 +123,6 @@ class LocalExecutor:
 
     def stop(self, grace_seconds: float) -> int:
         """Let runs finish up to the grace period, then shut the pool; how many were left."""
-        deadline = time.monotonic() + grace_seconds
-        with self._idle:
-            while sum(self._running.values()) and time.monotonic() < deadline:
-                self._idle.wait(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
-            left = sum(self._running.values())
+        left = self.wait_idle(grace_seconds)
         self.pool.shutdown()
         return left

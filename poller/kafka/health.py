@@ -38,6 +38,12 @@ class WorkerMetrics:
         self.files_published = Counter(
             "poller_files_published", "File events published.", ["source_type"], registry=r
         )
+        self.runs = Counter(
+            "poller_worker_runs",
+            "Run requests handled, by outcome (the run's status, dead, invalid, retry).",
+            ["outcome"],
+            registry=r,
+        )
         self.active_jobs = Gauge("poller_active_jobs", "Jobs being handled now.", registry=r)
         self.consumed = Counter(
             "poller_kafka_messages_consumed", "Messages consumed.", ["topic"], registry=r

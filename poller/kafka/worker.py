@@ -20,27 +20,30 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import SecretStr
 
 from poller.clock import Clock
-from poller.config.kafka import KafkaSettings, PollingJob
+from poller.config.kafka import KafkaExecutorSettings, KafkaSettings, PollingJob
 from poller.config.sources import SourceConfig, secret_values
+from poller.executors.messages import InvalidMessageError, RunOutcome, RunRequest, request_ids
 from poller.kafka import LIBRDKAFKA_LOG
 from poller.kafka.health import Health, WorkerMetrics
 from poller.kafka.jobs import InvalidJobError, dead_letter, parse_job
 from poller.kafka.listing import Event, Listing, list_files, remember
+from poller.kafka.runs import Runner
 from poller.logs import origin_context, run_context
 from poller.redaction import Redactor
 from poller.sources import Source, SourceError, open_source
 from poller.store import Store, StoreError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 KAFKA_LOG = logging.getLogger("librdkafka")
 """librdkafka's own lines (a broker down, a timed-out request), in the worker's log."""
 
@@ -52,6 +55,10 @@ WAITING_MAX = 100
 """A partition with this many messages waiting for the job in hand is paused meanwhile."""
 OPEN_SOURCES = 16
 """Sources kept connected between jobs (by config), the least recently used closed first."""
+
+
+class Encodable(Protocol):
+    def encoded(self) -> tuple[bytes, bytes]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +156,14 @@ class Worker:
         clock: Clock,
         environ: Mapping[str, str],
         metrics: WorkerMetrics | None = None,
+        *,
+        runs: tuple[KafkaExecutorSettings, Runner] | None = None,
+        listing: bool = True,
     ) -> None:
+        """`runs`: also (or, without `listing`, only) run the chains of run requests."""
         self.settings = settings
+        self.runs = runs
+        self.listing = listing
         self.store = store
         self.redactor = redactor
         self.clock = clock
@@ -187,12 +200,14 @@ class Worker:
         self._stopping.set()
 
     def run(self) -> None:
-        topic = self.settings.polling_topic
-        self.consumer.subscribe([topic], on_assign=self._assigned, on_revoke=self._revoked)
+        topics = [self.settings.polling_topic] if self.listing else []
+        if self.runs is not None:
+            topics.append(self.runs[0].runs_topic)
+        self.consumer.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked)
         log.info(
             "worker %s consuming %s in group %s from %s",
             self.settings.client_id,
-            topic,
+            " and ".join(topics),
             self.settings.group_id,
             self.settings.bootstrap_servers,
         )
@@ -212,8 +227,11 @@ class Worker:
                 if message.error() is not None:
                     log.warning("consumer: %s", message.error())
                     continue
-                self.metrics.consumed.labels(topic).inc()
-                self._handle(message)
+                self.metrics.consumed.labels(message.topic() or "").inc()
+                if self.runs is not None and message.topic() == self.runs[0].runs_topic:
+                    self._handle_run(message, *self.runs)
+                else:
+                    self._handle(message)
         finally:
             self.health.is_draining = True
             self._close()
@@ -260,10 +278,58 @@ class Worker:
                 return
             self.redactor.add(*secret_values(job.source_config))
             with run_context(job.job_id, "-"):
-                outcome = self._work_while_polling(job)
+                outcome = self._while_polling(self._work, job)
                 self._settle(place, message.value(), job, outcome)
 
-    def _work_while_polling(self, job: PollingJob) -> Outcome:
+    def _handle_run(
+        self, message: Message, executor: KafkaExecutorSettings, runner: Runner
+    ) -> None:
+        """A run request: run its chain (or say why not), publish the run's record on
+        results_topic, and only then commit; a record not acknowledged seeks back."""
+        place, value = Place.of(message), message.value()
+        with origin_context(place.topic, place.partition, place.offset):
+            try:
+                request = RunRequest.decode(value)
+            except InvalidMessageError as err:
+                log.warning("%s", self.redactor.text(str(err)))
+                self.metrics.runs.labels("invalid").inc()
+                ids = request_ids(value)
+                if ids is not None:  # its daemon waits for it: say it failed, and why
+                    outcome = runner.unreadable(*ids, str(err))
+                    if self._publish(executor.results_topic, (outcome,)):
+                        self.consumer.seek(place.at(place.offset))
+                        return
+                self._dead(place, value, str(err), executor.dlq_topic)
+                return
+            with run_context(request.job_id, request.run_id):
+                taken = runner.take(request)
+                if not isinstance(taken, RunOutcome):  # it runs: (invocation, delivery)
+                    taken = self._while_polling(runner.run, *taken)
+                self._finish_run(place, value, request, taken, executor, runner)
+
+    def _finish_run(
+        self,
+        place: Place,
+        value: bytes | None,
+        request: RunRequest,
+        outcome: RunOutcome,
+        executor: KafkaExecutorSettings,
+        runner: Runner,
+    ) -> None:
+        if self._publish(executor.results_topic, (outcome,)):
+            log.warning("the run's record was not acknowledged; the request comes again")
+            self.metrics.runs.labels("retry").inc()
+            self.consumer.seek(place.at(place.offset))
+            self._stopping.wait(self.settings.source_backoff_seconds)
+            return
+        self.metrics.runs.labels("dead" if outcome.dead_letter else outcome.record.status).inc()
+        if outcome.dead_letter:
+            self._dead(place, value, outcome.record.reason or "", executor.dlq_topic)
+        else:
+            self._commit(place)
+        runner.settled(request)
+
+    def _while_polling(self, work: Callable[..., T], *args: Any) -> T:
         """Run the job on its thread; meanwhile poll to stay in the group. A message that
         comes meanwhile waits its turn, in order; a partition with WAITING_MAX of them is
         paused until they have had it. Partitions are not paused otherwise: a resumed
@@ -275,7 +341,7 @@ class Worker:
         try:
             # The job's thread logs in this one's context (its job and Kafka origin).
             context = contextvars.copy_context()
-            future: Future[Outcome] = self._thread.submit(context.run, self._work, job)
+            future: Future[T] = self._thread.submit(context.run, work, *args)
             while not future.done():
                 early = self.consumer.poll(0.05)
                 self.health.polled()
@@ -330,7 +396,7 @@ class Worker:
             log.warning("the listing state was not saved (%s); its events may come again", err)
         return Outcome("done", listing=listing)
 
-    def _publish(self, topic: str, events: tuple[Event, ...]) -> int:
+    def _publish(self, topic: str, events: Sequence[Encodable]) -> int:
         """Produce `events` and wait for every acknowledgement; how many failed."""
         errors: list[KafkaError] = []
 
@@ -376,12 +442,15 @@ class Worker:
         else:
             log.info("left for the next worker: %s", outcome.reason)
 
-    def _dead(self, place: Place, value: bytes | None, reason: str) -> None:
+    def _dead(
+        self, place: Place, value: bytes | None, reason: str, topic: str | None = None
+    ) -> None:
+        """Publish a dead letter (to the polling jobs' topic unless told), then commit."""
         now = self.clock.now()
         letter = dead_letter(
             reason, place.origin(), value, self.redactor, self.settings.client_id, now
         )
-        if self._publish(self.settings.dlq_topic, (Event(place.key or "", letter),)):
+        if self._publish(topic or self.settings.dlq_topic, (Event(place.key or "", letter),)):
             log.error("the dead letter could not be published; the job comes again")
             self.consumer.seek(place.at(place.offset))
             return
@@ -440,4 +509,6 @@ class Worker:
         self.consumer.close()  # leaves the group at once: its partitions move now
         self._thread.shutdown(wait=True)
         self.sources.close()
+        if self.runs is not None:
+            self.runs[1].close()
         log.info("worker stopped")

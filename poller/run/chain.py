@@ -25,7 +25,7 @@ ends in the RunResult it returns. Semantics beyond the SPEC:
   place and the item's index.
 - Request IDs are uuid5 of (job id, scheduled_for, step, entry) when the run has a
   scheduled_for, so running the same fire again sends the same IDs; otherwise they derive
-  from a random uuid4 per run.
+  from the run id (random per manual run, kept by a redelivered Kafka run request).
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def _run_job(
                 deadline = time.monotonic() + job.timeout_seconds
                 timeout = f"timeout after {seconds_text(job.timeout_seconds)}"
             limits = Limits(deadline, timeout, cancelled)
-            base = request_base(job.id, scheduled_for)
+            base = request_base(job.id, scheduled_for, run_id)
             stop, output = _run_chain(job.integrationIDs, runner, data, steps, base, limits, tally)
         finally:
             if session is not None:
@@ -474,12 +474,12 @@ def redact_step(step: StepResult, redactor: Redactor) -> StepResult:
     return dataclasses.replace(step, error=error, reason=reason)
 
 
-def request_base(job_id: str, scheduled_for: datetime | None) -> bytes:
-    """The namespace of a run's request IDs, a UUID's 16 bytes: fixed per fire, else random."""
-    if scheduled_for is None:
-        return uuid.uuid4().bytes
-    fire = utc_text(scheduled_for)
-    return uuid_bits(_sha1_bits(REQUEST_ID_NAMESPACE.bytes, f"{job_id}@{fire}"), 5).to_bytes(16)
+def request_base(job_id: str, scheduled_for: datetime | None, run_id: str) -> bytes:
+    """The namespace of a run's request IDs, a UUID's 16 bytes: fixed per fire, else per
+    run (a run request redelivered to another Kafka worker keeps its run id, so its calls
+    keep their IDs)."""
+    name = run_id if scheduled_for is None else f"{job_id}@{utc_text(scheduled_for)}"
+    return uuid_bits(_sha1_bits(REQUEST_ID_NAMESPACE.bytes, name), 5).to_bytes(16)
 
 
 def request_id(base: bytes, step: int, entry: int) -> str:

@@ -312,9 +312,7 @@ class PostgresStore(QueuedWrites):
 
     def drop_note(self, job_id: str, name: str) -> None:
         with self._writing(f"forgetting the {name} of job {job_id}") as conn:
-            conn.execute(
-                "DELETE FROM poller_notes WHERE job_id = %s AND name = %s", (job_id, name)
-            )
+            conn.execute("DELETE FROM poller_notes WHERE job_id = %s AND name = %s", (job_id, name))
 
     # --- file listings -----------------------------------------------------------------
 
