@@ -11,6 +11,7 @@ import pytest
 
 from tests.daemonproc import FUNCTIONS, DaemonProcess
 from tests.kafkabroker import broker, topics  # noqa: F401 - fixtures of the worker tests
+from tests.kafkaexec import deployment  # noqa: F401 - fixtures of the Kafka executor tests
 from tests.pgcluster import pg_cluster, pg_url  # noqa: F401 - fixtures of the store tests
 from tests.platform import PlatformServer
 from tests.workerproc import workers  # noqa: F401

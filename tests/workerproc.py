@@ -22,13 +22,28 @@ _HEALTH = re.compile(r"health and metrics at (http://\S+)/health")
 
 
 class WorkerProcess(AppProcess):
-    def __init__(self, folder: Path, kafka: dict[str, Any], env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        kafka: dict[str, Any],
+        env: dict[str, str] | None = None,
+        settings: dict[str, Any] | None = None,
+        args: tuple[str, ...] = (),
+    ):
+        """`settings` go over the config's (the executor, a shared state_db); `args` after
+        `worker` (--runs)."""
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         config = {
-            "settings": {"kafka": kafka, "state_db": "data/worker.db", "log_file": "logs/x.log"},
+            "settings": {
+                "kafka": kafka,
+                "state_db": "data/worker.db",
+                "log_file": "logs/x.log",
+                **(settings or {}),
+            },
             "jobs": [],
         }
+        self.args = args
         (folder / "config.json").write_text(json.dumps(config, indent=2))
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -39,16 +54,17 @@ class WorkerProcess(AppProcess):
         return self.folder / "logs" / "worker.log"
 
     def start(self) -> WorkerProcess:
+        """Start (or start again) the worker; returns once its health port is up."""
+        starts = self.log().count("health and metrics at")
         self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py"), "worker", "--config", "config.json"],
+            [sys.executable, str(REPO / "app.py"), "worker", "--config", "config.json", *self.args],
             cwd=self.folder,
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=(self.folder / "stderr.txt").open("wb"),
         )
-        found = self.wait_log("health and metrics at")
-        match = _HEALTH.search(found)
-        assert match, found
+        found = self.wait_log("health and metrics at", count=starts + 1)
+        match = list(_HEALTH.finditer(found))[-1]
         self.health_url = match.group(1)
         return self
 

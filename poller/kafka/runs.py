@@ -33,7 +33,7 @@ from poller.run.client import ClientPool
 from poller.run.invocation import EventError, Invocation, parse_event
 from poller.run.results import skipped_result
 from poller.store import Store, StoreError
-from poller.timeformat import seconds_text
+from poller.timeformat import seconds_text, text
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,9 @@ class Runner:
             log.warning("the delivery of run %s was not counted: %s", request.run_id, err)
             return 1
         if delivery > 1:
-            log.warning("run request delivered again (delivery %d): running it again", delivery)
+            log.warning("run request delivered again (delivery %d)", delivery)
+        else:
+            log.info("run request taken (published %s)", text(request.published_at))
         return delivery
 
     def _clients(self, config: Config) -> ClientPool:
