@@ -20,6 +20,12 @@ def ended(status: str) -> Callable[[dict[str, Any] | None], bool]:
     return lambda job: bool(job and job["last_run"] and job["last_run"]["status"] == status)
 
 
+def samples(text: str) -> dict[str, float]:
+    """/metrics as {series: value}."""
+    lines = [line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#")]
+    return {series: float(value) for series, value in lines}
+
+
 def sync(job_id: str, every: str = "1s", **fields: object) -> dict[str, object]:
     return {"id": job_id, "every": every, "integrationIDs": [[f"sync-{job_id}"]], **fields}
 
@@ -32,6 +38,14 @@ def test_two_workers_run_every_fire_once_and_the_daemon_calls_nothing(
     api = deployment.daemon([sync("a"), sync("b")])
     daemon = api.daemon
     wait_until(lambda: len(daemon.runs(status="success")) >= 14, timeout=40, what="14 runs")
+    status = api.get("/status").json()
+    assert status["executor"] == "kafka"
+    assert {w["name"].split("@")[0] for w in status["workers"]} == {"w1", "w2"}
+    assert sum(w["results"] for w in status["workers"]) >= 14
+    metrics = samples(api.get("/metrics").text)
+    assert metrics['poller_run_requests_total{outcome="acknowledged"}'] >= 14
+    assert metrics['poller_run_results_total{outcome="recorded"}'] >= 14
+    assert metrics["poller_run_dead_letters_total"] == 0
     daemon.stop()
     runs = daemon.runs()
     assert {r["status"] for r in runs} == {"success"}, [r["reason"] for r in runs]
@@ -135,3 +149,68 @@ def test_a_request_picked_up_after_the_grace_is_a_misfire_and_no_result_in_time_
     worker.stop()
     interrupted = api.daemon.wait_runs("late", 1, status="interrupted", timeout=20)
     assert "no worker's result within" in interrupted[0]["reason"]
+
+
+def test_lying_results_are_dropped_and_the_run_waits_for_a_worker(
+    deployment: Deployment,
+) -> None:
+    api = deployment.daemon([sync("a", every="1h")])
+    run_id = api.post("/jobs/a/trigger").json()["run_id"]
+    [request] = deployment.topics.read(deployment.runs_topic, 1)
+    assert request["key"] == run_id
+    forged_run = {
+        "run_id": "another-run",
+        "job_id": "a",
+        "trigger": "manual",
+        "started_at": "2026-01-01T00:00:00Z",
+        "finished_at": "2026-01-01T00:00:01Z",
+        "status": "success",
+    }
+    deployment.topics.produce(
+        deployment.results_topic,
+        b"\xff\xfe not text",
+        "not json",
+        '{"run": ' * 50_000 + "1" + "}" * 50_000,  # nested past any parser's stack
+        {"run": {**forged_run, "run_id": run_id, "status": "done"}},
+        {"run": forged_run, "worker": "liar"},  # well formed, but of another run
+        key=run_id,
+    )
+    wait_until(
+        lambda: (
+            api.daemon.log().count("invalid run result") >= 4
+            and "is of run another-run" in api.daemon.log()
+        ),
+        what="the lies logged",
+    )
+    [waiting] = api.daemon.runs("a")
+    assert waiting["status"] == "running", waiting  # nothing recorded over it: it waits
+    worker = deployment.worker("w1")
+    record = api.wait_job("a", "its run to succeed", ended("success"), timeout=30)
+    assert record["last_run"]["run_id"] == run_id
+    assert [w["name"].split("@")[0] for w in api.get("/status").json()["workers"]] == ["w1"]
+    metrics = samples(api.get("/metrics").text)
+    assert metrics['poller_run_results_total{outcome="invalid"}'] == 5
+    assert worker.proc is not None and worker.proc.poll() is None
+
+
+def test_a_broken_run_request_is_a_dead_letter_and_a_run_it_names_fails(
+    deployment: Deployment,
+) -> None:
+    worker = deployment.worker("w1")
+    wait_until(lambda: "assigned" in worker.log(), what="the worker in the group")
+    deployment.topics.produce(
+        deployment.runs_topic,
+        b"\x00 garbage",
+        {"run_id": "forged-run", "job_id": "a", "event": "not an event"},
+        '{"run_id": ' * 50_000,
+        key="forged-run",
+    )
+    letters = deployment.topics.read(deployment.dlq_topic, 3)
+    assert all(letter["value"]["origin"]["topic"] == deployment.runs_topic for letter in letters)
+    assert any("nested too deeply" in letter["value"]["reason"] for letter in letters), letters
+    [result] = deployment.topics.read(deployment.results_topic, 1)
+    run = result["value"]["run"]
+    assert result["key"] == run["run_id"] == "forged-run"
+    assert run["status"] == "failed" and "invalid run request" in run["reason"]
+    assert result["value"]["dead_letter"] is True
+    assert worker.proc is not None and worker.proc.poll() is None  # it lives on

@@ -8,6 +8,7 @@ counted by observing each run's record as it ends (the executor's `on_result`).
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -135,11 +136,48 @@ class _DaemonState:
             value=daemon.reloads["failed"],
         )
         yield from _monitoring(daemon)
+        if daemon.config.settings.executor.type == "kafka":
+            yield from _executor(daemon.executor.counts)
         yield GaugeMetricFamily(
             "poller_loop_last_tick_timestamp_seconds",
             "When the scheduler loop last ran (Unix time).",
             value=daemon.last_tick.timestamp(),
         )
+
+
+def _executor(counts: collections.Counter[str]) -> Iterator[Metric]:
+    """The Kafka executor's requests and results (SPEC §11)."""
+    requests = CounterMetricFamily(
+        "poller_run_requests", "Run requests published, by outcome.", labels=["outcome"]
+    )
+    requests.add_metric(["acknowledged"], counts["published"])
+    requests.add_metric(["failed"], counts["failed_to_publish"])
+    yield requests
+    results = CounterMetricFamily(
+        "poller_run_results",
+        "Results of this daemon's runs received from workers, by what became of them.",
+        labels=["outcome"],
+    )
+    results.add_metric(["recorded"], counts["recorded"])
+    results.add_metric(["duplicate"], counts["duplicates"])
+    results.add_metric(["late"], counts["late"])
+    results.add_metric(["invalid"], counts["invalid"])
+    yield results
+    yield CounterMetricFamily(
+        "poller_run_redeliveries",
+        "Redeliveries of run requests (a worker stopped mid-run), as results report them.",
+        value=counts["redeliveries"],
+    )
+    yield CounterMetricFamily(
+        "poller_run_dead_letters",
+        "Run requests sent to the dead-letter topic (their runs failed).",
+        value=counts["dead_letters"],
+    )
+    yield CounterMetricFamily(
+        "poller_run_result_timeouts",
+        "Runs interrupted because no result came within their timeout.",
+        value=counts["timed_out"],
+    )
 
 
 def _monitoring(daemon: Daemon) -> Iterator[Metric]:

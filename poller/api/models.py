@@ -183,6 +183,12 @@ class DaemonOut(BaseModel):
     )
 
 
+class WorkerOut(BaseModel):
+    name: str = Field(description="client_id@host/pid of an `app.py worker`.")
+    last_seen: Instant = Field(description="When its last result came.")
+    results: int = Field(description="Results it published since this daemon started.")
+
+
 class StatusOut(BaseModel):
     scheduler_running: bool
     started_at: Instant
@@ -200,6 +206,10 @@ class StatusOut(BaseModel):
     config_file: ConfigFileOut
     store: Literal["sqlite", "postgresql"] = Field(description="What settings.state_db is.")
     daemons: list[DaemonOut] = Field(description="The daemons sharing the state database.")
+    executor: Literal["local", "kafka"] = Field(description="settings.executor.type.")
+    workers: list[WorkerOut] = Field(
+        description="Kafka executor: the workers seen on the results topic (empty: local)."
+    )
 
 
 class LogsOut(BaseModel):

@@ -30,6 +30,7 @@ from poller.api.models import (
     RunOut,
     StatusOut,
     StepCounts,
+    WorkerOut,
 )
 from poller.config.models import Config, Job
 from poller.redaction import Redactor
@@ -127,6 +128,8 @@ def status(daemon: Daemon, reader: Store, totals: dict[str, int], config_path: P
         config_file=config_file(daemon, config_path),
         store="postgresql" if config.settings.is_shared_store else "sqlite",
         daemons=[DaemonOut.model_validate(row) for row in daemon.store.daemons()],
+        executor=config.settings.executor.type,
+        workers=[WorkerOut.model_validate(row) for row in daemon.executor.seen()],
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from poller.commands.options import (
     EXIT_FAILED,
@@ -24,6 +25,7 @@ from poller.commands.options import (
 from poller.config.load import load_settings
 from poller.config.models import Settings
 from poller.errors import ConfigError
+from poller.executors.messages import WORKERS_NOTE
 from poller.store import StoreError
 
 
@@ -42,16 +44,24 @@ def cmd_status(source: ConfigSource, args: argparse.Namespace) -> int:
     try:
         store = open_history(settings)
         daemons = [] if store is None else store.daemons()
+        seen = None if store is None else store.note(*WORKERS_NOTE)
     except StoreError as err:
         return store_error(err)
     if store is not None:
         store.close()
     kind = "postgresql" if settings.is_shared_store else "sqlite"
+    workers = seen if isinstance(seen, list) and settings.executor.type == "kafka" else []
     if args.json:
-        body = {"store": kind, "state_db": settings.state_where, "daemons": daemons}
+        body = {
+            "store": kind,
+            "state_db": settings.state_where,
+            "daemons": daemons,
+            "executor": settings.executor.type,
+            "workers": workers,
+        }
         print(json.dumps(body, indent=2))
     else:
-        print("\n".join(report(settings, daemons)))
+        print("\n".join(report(settings, daemons) + worker_report(settings, workers)))
     return EXIT_OK if daemons else EXIT_FAILED
 
 
@@ -72,3 +82,19 @@ def report(settings: Settings, daemons: list[dict[str, object]]) -> list[str]:
         for daemon in daemons
     ]
     return [*lines, *table(["HOST", "PID", "VERSION", "STARTED", "HEARTBEAT", "STATE"], rows)]
+
+
+def worker_report(settings: Settings, workers: list[Any]) -> list[str]:
+    """The Kafka workers the daemons last saw on the results topic."""
+    executor = settings.executor
+    if executor.type != "kafka":
+        return ["runs run on each daemon's own worker pool (settings.executor: local)"]
+    lines = [f"runs run on Kafka workers ({executor.runs_topic} -> {executor.results_topic})"]
+    if not workers:
+        return [*lines, "no worker's result seen yet"]
+    rows = [
+        [str(w.get("name")), when(w.get("last_seen")), str(w.get("results"))]
+        for w in workers
+        if isinstance(w, dict)
+    ]
+    return [*lines, *table(["WORKER", "LAST RESULT", "RESULTS"], rows)]

@@ -21,10 +21,11 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -39,7 +40,7 @@ from confluent_kafka import (
 from poller.clock import Clock
 from poller.config.kafka import KafkaExecutorSettings, KafkaSettings
 from poller.config.models import Config, Job
-from poller.executors.messages import InvalidMessageError, RunOutcome, RunRequest
+from poller.executors.messages import WORKERS_NOTE, InvalidMessageError, RunOutcome, RunRequest
 from poller.executors.slots import Slots
 from poller.kafka import LIBRDKAFKA_LOG
 from poller.monitor import Monitor, Send
@@ -48,13 +49,15 @@ from poller.run.chain import redact_step
 from poller.run.changes import changed_items, paths_changed
 from poller.run.client import ClientPool
 from poller.run.results import RunResult, RunStatus
-from poller.store import Store
-from poller.timeformat import seconds_text, text
+from poller.store import Store, StoreError
+from poller.timeformat import seconds_text, text, utc_text
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
 """How often the results thread looks at deadlines while no result comes."""
+WORKERS_SAVE_SECONDS = 10.0
+"""How often at most the workers seen are written to the store."""
 REMEMBER_ENDED = 10_000
 """Runs whose end is remembered, to tell a duplicate or late result from another's."""
 ASSIGN_RETRY_SECONDS = 5.0
@@ -100,15 +103,13 @@ class KafkaExecutor(Slots):
         self.monitor = monitor
         self.name = f"daemon-{uuid.uuid4().hex[:12]}"  # who published a request
         self.config: Config | None = None  # the running config (results use its jobs)
-        self.counts: Counter[str] = Counter()
-        """published, failed_to_publish, results, duplicates, late, redeliveries,
-        dead_letters, timed_out, invalid: for /metrics."""
         self.workers: dict[str, WorkerSeen] = {}
         self._pending: dict[str, Pending] = {}
         self._ended: OrderedDict[str, str] = OrderedDict()  # run id -> how it ended
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._assigned = False
+        self._workers_saved_at = 0.0
         self._assigned_at = 0.0
         self.producer = Producer(kafka.producer_config(LIBRDKAFKA_LOG))
         self.consumer = Consumer(
@@ -176,6 +177,8 @@ class KafkaExecutor(Slots):
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.workers:
+            self._save_workers()
         undelivered = self.producer.flush(5)
         if undelivered:
             log.error("kafka: %d run request(s) were not delivered at stop", undelivered)
@@ -251,13 +254,13 @@ class KafkaExecutor(Slots):
             self.counts["invalid"] += 1
             log.warning("kafka: %s (key %s)", err, key[:80])
             return
-        self._seen(outcome)
         if outcome.record.run_id != key:
             self.counts["invalid"] += 1
             log.warning(
                 "kafka: a result keyed %s is of run %s; dropped", key[:80], outcome.record.run_id
             )
             return
+        self._seen(outcome)
         if pending is None:
             self.counts["duplicates" if ended == "recorded" else "late"] += 1
             log.log(
@@ -275,16 +278,35 @@ class KafkaExecutor(Slots):
             self.counts["redeliveries"] += outcome.delivery - 1
         if outcome.dead_letter:
             self.counts["dead_letters"] += 1
+        self.counts["recorded"] += 1
         self._record(pending, outcome)
 
     def _seen(self, outcome: RunOutcome) -> None:
         name = outcome.worker or "unnamed worker"
+        now = self.clock.now()
         seen = self.workers.get(name)
         if seen is None:
-            seen = self.workers[name] = WorkerSeen(name, self.clock.now())
+            seen = self.workers[name] = WorkerSeen(name, now)
             log.info("kafka: worker %s answers on %s", name, self.settings.results_topic)
-        seen.last_seen = self.clock.now()
+        seen.last_seen = now
         seen.results += 1
+        if time.monotonic() - self._workers_saved_at >= WORKERS_SAVE_SECONDS:
+            self._save_workers()
+
+    def seen(self) -> list[dict[str, Any]]:
+        """The workers seen on the results topic, the latest first (GET /status)."""
+        found = sorted(self.workers.values(), key=lambda w: w.last_seen, reverse=True)
+        return [
+            {"name": w.name, "last_seen": utc_text(w.last_seen), "results": w.results}
+            for w in found
+        ]
+
+    def _save_workers(self) -> None:
+        self._workers_saved_at = time.monotonic()
+        try:
+            self.store.save_note(*WORKERS_NOTE, self.seen())
+        except StoreError as err:
+            log.warning("the workers seen were not saved: %s", err)
 
     def _record(self, pending: Pending, outcome: RunOutcome) -> None:
         """A run's first result: its changes, alerts and record, as the local pool's."""

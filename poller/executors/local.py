@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from poller.clock import Clock
 from poller.config.models import Config, Job
@@ -116,6 +117,10 @@ class LocalExecutor(Slots):
         if unused:
             clients.close()
         self.ended(job_id)
+
+    def seen(self) -> list[dict[str, Any]]:
+        """No Kafka workers: the runs are this process's."""
+        return []
 
     def is_alive(self) -> bool:
         """False once the pool is shut down (stopping, or stopped)."""

@@ -27,6 +27,8 @@ from poller.timeformat import utc_text
 MAX_REDELIVERIES = 3
 """A request delivered again more than this many times (a worker died running it each
 time) goes to the dead-letter topic, and its run is failed."""
+WORKERS_NOTE = ("", "kafka workers")
+"""The store note (job id, name) of the workers the daemons saw, for `app.py status`."""
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """A message larger than this is not decoded (records are capped far below it)."""
 
@@ -170,10 +172,8 @@ class RunOutcome:
 def request_ids(value: bytes | None) -> tuple[str, str] | None:
     """(run id, job id) of a request too broken to decode, when it still names them."""
     try:
-        data = json.loads(value or b"")
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
+        data = _json_object(value, "run request")
+    except InvalidMessageError:
         return None
     run_id, job_id = data.get("run_id"), data.get("job_id")
     if isinstance(run_id, str) and run_id and isinstance(job_id, str) and job_id:

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from poller.config.models import Config, Job
 from poller.run.results import RunResult
@@ -23,6 +23,9 @@ class Slots:
         self._on_done = on_done  # told the job id when a run ends
         self.on_result: Callable[[RunResult], None] = lambda result: None
         """Told of each run's record as it ends (poller.api.metrics counts them)."""
+        self.counts: Counter[str] = Counter()
+        """Kafka: published, failed_to_publish, recorded, duplicates, late, invalid,
+        redeliveries, dead_letters, timed_out (for /metrics)."""
         self._running: Counter[str] = Counter()
         self._idle = threading.Condition(threading.Lock())
 
@@ -73,6 +76,7 @@ class Executor(Protocol):
     """What the daemon and its firing rules ask of where runs run."""
 
     on_result: Callable[[RunResult], None]
+    counts: Counter[str]
 
     def start(self, config: Config) -> None: ...
     def reserve(self, job: Job) -> int | None: ...
@@ -84,3 +88,4 @@ class Executor(Protocol):
     def retire(self, clients: ClientPool) -> None: ...
     def is_alive(self) -> bool: ...
     def stop(self, grace_seconds: float) -> int: ...
+    def seen(self) -> list[dict[str, Any]]: ...
