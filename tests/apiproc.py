@@ -26,6 +26,10 @@ def nap(data, context):
 
 def boom(data, context):
     raise ValueError("the source is empty")
+
+def answer(data, context):
+    import json, pathlib
+    return json.loads(pathlib.Path(data["file"]).read_text())
 """
 _LISTENING = re.compile(r"API listening on (http://\S+)")
 

@@ -26,6 +26,19 @@ from tests.receivers import unused_port
 from tests.workerproc import WorkerProcess
 
 PASSWORD = "platform-password-31"  # the stand-in platform's
+ENVIRONMENTS = {
+    "live": {
+        "base_url": "${PLATFORM_URL}",
+        "retries": 0,
+        "timeout_seconds": 10,
+        "auth": {
+            "type": "session",
+            "login_path": "/login",
+            "username": "alice",
+            "password": "${PLATFORM_PW}",
+        },
+    }
+}
 STEPS = (
     FUNCTIONS
     + """
@@ -69,19 +82,7 @@ class Deployment:
                 "executor": executor or self.executor(),
                 **settings,
             },
-            "environments": {
-                "live": {
-                    "base_url": "${PLATFORM_URL}",
-                    "retries": 0,
-                    "timeout_seconds": 10,
-                    "auth": {
-                        "type": "session",
-                        "login_path": "/login",
-                        "username": "alice",
-                        "password": "${PLATFORM_PW}",
-                    },
-                }
-            },
+            "environments": ENVIRONMENTS,
             "jobs": jobs,
         }
 

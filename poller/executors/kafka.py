@@ -45,7 +45,7 @@ from poller.executors.slots import Slots
 from poller.kafka import LIBRDKAFKA_LOG
 from poller.monitor import Monitor, Send
 from poller.redaction import Redactor
-from poller.run.chain import redact_step
+from poller.run.chain import blackout_of, redact_step
 from poller.run.changes import changed_items, paths_changed
 from poller.run.client import ClientPool
 from poller.run.results import RunResult, RunStatus
@@ -201,6 +201,10 @@ class KafkaExecutor(Slots):
             self._pending[record.run_id] = Pending(
                 job, record, now, now + timedelta(seconds=timeout)
             )
+        blackout = blackout_of(job, config, record.scheduled_for or record.started_at)
+        if blackout:  # skipped here, as run_job would skip it: no request to publish
+            self._end(record.run_id, "skipped", blackout, how="skipped", level=logging.INFO)
+            return
         if self.monitor is not None:
             self.monitor.started(job)
         key, value = request.encoded()
@@ -375,13 +379,21 @@ class KafkaExecutor(Slots):
                 how="timed out",
             )
 
-    def _end(self, run_id: str, status: RunStatus, reason: str, how: str = "not published") -> None:
-        """End a pending run without a worker's record (not published, timed out)."""
+    def _end(
+        self,
+        run_id: str,
+        status: RunStatus,
+        reason: str,
+        how: str = "not published",
+        level: int = logging.WARNING,
+    ) -> None:
+        """End a pending run without a worker's record (a blackout, not published, timed
+        out)."""
         with self._idle:
             pending = self._pending.get(run_id)
         if pending is None or not self._claim_end(run_id, how):
             return
-        log.warning("job %s: run %s %s: %s", pending.job.id, run_id, status, reason)
+        log.log(level, "job %s: run %s %s: %s", pending.job.id, run_id, status, reason)
         result = dataclasses.replace(
             pending.record, status=status, reason=reason, finished_at=self.clock.now()
         )

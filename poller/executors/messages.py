@@ -29,6 +29,9 @@ MAX_REDELIVERIES = 3
 time) goes to the dead-letter topic, and its run is failed."""
 WORKERS_NOTE = ("", "kafka workers")
 """The store note (job id, name) of the workers the daemons saw, for `app.py status`."""
+DAEMON_ONLY = ("alerts", "ping_url")
+"""A job's fields a request leaves out: the daemon sends its alerts and pings (and a
+worker has no settings.alerts channels to check them against)."""
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """A message larger than this is not decoded (records are capped far below it)."""
 
@@ -55,7 +58,7 @@ class RunRequest:
     ) -> RunRequest:
         written_job, environments = config.written(job)
         event = {
-            "job": written_job,
+            "job": {k: v for k, v in written_job.items() if k not in DAEMON_ONLY},
             "environments": environments,
             "settings": {"timezone": config.settings.timezone},
         }

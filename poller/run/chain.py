@@ -81,6 +81,14 @@ MAX_ITEM_ERRORS = 20
 REQUEST_ID_NAMESPACE = uuid.UUID("5b0c3f8e-61a4-5d2e-9c1b-7f0e2a4d6c88")
 
 
+def blackout_of(job: Job, config: Config, at: datetime) -> str | None:
+    """Why a run of `job` at `at` (its fire, else its start) is skipped, if it falls on
+    one of its blackout days or dates."""
+    if not job.blackout_days and not job.blackout_dates:
+        return None
+    return blackout_reason(job, at, zone_of(config.schedule(job)))
+
+
 def run_job(
     job: Job,
     config: Config,
@@ -204,9 +212,8 @@ def _run_job(
     steps: list[StepResult] = []
     tally = Tally()
     try:
-        if not force and (job.blackout_days or job.blackout_dates):
-            zone = zone_of(config.schedule(job))
-            blackout = blackout_reason(job, scheduled_for or started_at, zone)
+        if not force:
+            blackout = blackout_of(job, config, scheduled_for or started_at)
             if blackout:
                 log.info("run skipped: %s", blackout)
                 return skipped_result(
