@@ -342,17 +342,20 @@ class Worker:
             # The job's thread logs in this one's context (its job and Kafka origin).
             context = contextvars.copy_context()
             future: Future[T] = self._thread.submit(context.run, work, *args)
-            while not future.done():
-                early = self.consumer.poll(0.05)
+            while True:
+                try:  # the job's end wakes this at once: the next one starts without a wait
+                    return future.result(timeout=POLL_SECONDS)
+                except TimeoutError:
+                    pass
                 self.health.polled()
-                if early is None or early.error() is not None:
-                    continue
-                self._waiting.append(early)
-                key = (early.topic() or "", early.partition() or 0)
-                if key not in paused and self._waiting_in(key) >= WAITING_MAX:
-                    paused.add(key)
-                    self.consumer.pause([partition_of(early)])
-            return future.result()
+                while (early := self.consumer.poll(0)) is not None:
+                    if early.error() is not None:
+                        continue
+                    self._waiting.append(early)
+                    key = (early.topic() or "", early.partition() or 0)
+                    if key not in paused and self._waiting_in(key) >= WAITING_MAX:
+                        paused.add(key)
+                        self.consumer.pause([partition_of(early)])
         finally:
             self.metrics.active_jobs.dec()
             self.metrics.job_duration.observe(time.monotonic() - began)
