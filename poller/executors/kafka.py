@@ -41,9 +41,9 @@ from poller.clock import Clock
 from poller.config.kafka import KafkaExecutorSettings, KafkaSettings
 from poller.config.models import Config, Job
 from poller.executors.messages import WORKERS_NOTE, InvalidMessageError, RunOutcome, RunRequest
-from poller.executors.slots import Slots
+from poller.executors.slots import Slots, record_end
 from poller.kafka import LIBRDKAFKA_LOG
-from poller.monitor import Monitor, Send
+from poller.monitor import Monitor
 from poller.redaction import Redactor
 from poller.run.chain import blackout_of, redact_step
 from poller.run.changes import changed_items, paths_changed
@@ -418,17 +418,7 @@ class KafkaExecutor(Slots):
                 if monitor is not None:
                     monitor.after_skip(job, result)
                 return
-            sends: list[Send] = []
-            if monitor is not None:
-                try:
-                    result, sends = monitor.after_run(job, result)
-                except Exception:  # alerts must never cost a run its record
-                    log.exception(
-                        "job %s: run %s: deciding its alerts failed", job.id, result.run_id
-                    )
-            self.store.save_later(result)  # before any delivery updates it
-            if sends and monitor is not None:
-                monitor.dispatch(result, sends)
+            record_end(job, result, self.store, monitor)
         except Exception:
             log.exception("job %s: run %s could not be recorded", job.id, result.run_id)
         finally:

@@ -16,8 +16,8 @@ from typing import Any
 from poller.clock import Clock
 from poller.config.models import Config, Job
 from poller.executors.pool import WorkerPool
-from poller.executors.slots import Slots
-from poller.monitor import Monitor, Send
+from poller.executors.slots import Slots, record_end
+from poller.monitor import Monitor
 from poller.run.client import ClientPool
 from poller.run.results import RunResult
 from poller.store import Store
@@ -91,17 +91,7 @@ class LocalExecutor(Slots):
                 store=self.store,
             )
             self.on_result(result)
-            sends: list[Send] = []
-            if monitor is not None:
-                try:
-                    result, sends = monitor.after_run(job, result)
-                except Exception:  # alerts must never cost a run its record
-                    log.exception(
-                        "job %s: run %s: deciding its alerts failed", job.id, record.run_id
-                    )
-            self.store.save_later(result)  # before any delivery updates it
-            if sends and monitor is not None:
-                monitor.dispatch(result, sends)
+            record_end(job, result, self.store, monitor)
         except Exception:
             log.exception("job %s: run %s could not be recorded", job.id, record.run_id)
         finally:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -95,11 +95,7 @@ class RunRequest:
     @classmethod
     def decode(cls, value: bytes | None) -> RunRequest:
         """Raises InvalidMessageError."""
-        data = _json_object(value, "run request")
-        try:
-            parsed = _RequestIn.model_validate(data)
-        except ValidationError as err:
-            raise InvalidMessageError(f"invalid run request: {_first(err)}") from None
+        parsed = _validated(value, "run request", _RequestIn)
         return cls(
             parsed.run_id,
             parsed.job_id,
@@ -134,11 +130,7 @@ class RunOutcome:
     @classmethod
     def decode(cls, value: bytes | None) -> RunOutcome:
         """Raises InvalidMessageError."""
-        data = _json_object(value, "run result")
-        try:
-            parsed = _OutcomeIn.model_validate(data)
-        except ValidationError as err:
-            raise InvalidMessageError(f"invalid run result: {_first(err)}") from None
+        parsed = _validated(value, "run result", _OutcomeIn)
         run = parsed.run
         record = RunResult(
             run_id=run.run_id,
@@ -191,6 +183,9 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=False)
 
 
+In = TypeVar("In", bound=_In)
+
+
 class _RequestIn(_In):
     run_id: str = Field(min_length=1, max_length=200)
     job_id: str = Field(min_length=1, max_length=200)
@@ -235,6 +230,14 @@ class _OutcomeIn(_In):
     worker: str = Field("", max_length=500)
     delivery: int = Field(1, ge=1)
     dead_letter: bool = False
+
+
+def _validated(value: bytes | None, what: str, model: type[In]) -> In:
+    data = _json_object(value, what)
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise InvalidMessageError(f"invalid {what}: {_first(err)}") from None
 
 
 def _json_object(value: bytes | None, what: str) -> dict[str, Any]:

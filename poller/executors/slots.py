@@ -3,6 +3,7 @@ the daemon and its metrics are told through."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -13,7 +14,26 @@ from poller.config.models import Config, Job
 from poller.run.results import RunResult
 
 if TYPE_CHECKING:
+    from poller.monitor import Monitor, Send
     from poller.run.client import ClientPool
+    from poller.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def record_end(job: Job, result: RunResult, store: Store, monitor: Monitor | None) -> None:
+    """A run's end as every executor records it: its alerts decided (a failure to decide
+    them never costs the run its record), the record saved before any delivery updates
+    it, then the alerts sent."""
+    sends: list[Send] = []
+    if monitor is not None:
+        try:
+            result, sends = monitor.after_run(job, result)
+        except Exception:
+            log.exception("job %s: run %s: deciding its alerts failed", job.id, result.run_id)
+    store.save_later(result)
+    if sends and monitor is not None:
+        monitor.dispatch(result, sends)
 
 
 class Slots:
