@@ -46,6 +46,8 @@ from tests.platform import PlatformServer, slow  # noqa: E402
 from tests.workerproc import WorkerProcess  # noqa: E402
 
 PASSWORD = "platform-password-31"  # the stand-in platform's
+PARTITIONS = 8
+"""Of the runs topic: enough for 2 workers of 4 consumers."""
 FAST_FETCH = {**CLIENT_CONFIG, "fetch.wait.max.ms": 50}
 """Every consumer (the workers', the daemon's results reader) asks the broker to answer a
 fetch within 50 ms rather than librdkafka's 500: the figures show the work, not the wait."""
@@ -94,10 +96,10 @@ class Bench:
         self.env = {"PLATFORM_URL": platform.url, "PLATFORM_PW": PASSWORD}
 
     def deploy(
-        self, jobs: list[dict[str, Any]], workers: int, **settings: Any
+        self, jobs: list[dict[str, Any]], workers: int, concurrency: int = 1, **settings: Any
     ) -> tuple[DaemonProcess, list[WorkerProcess], str]:
-        """Workers (in their group, assigned) and then the daemon; workers=0: local pool.
-        Returns the runs topic too."""
+        """Workers of `concurrency` consumers each (in their group, assigned), and then the
+        daemon; workers=0: the local pool. Returns the runs topic too."""
         name = uuid.uuid4().hex[:8]
         root = self.folder / name
         runs_topic = f"runs-{name}"
@@ -115,7 +117,12 @@ class Bench:
         if workers:
             create_topics(
                 self.bootstrap,
-                {runs_topic: 4, f"res-{name}": 2, f"{runs_topic}.dlq": 1, f"poll-{name}": 1},
+                {
+                    runs_topic: PARTITIONS,
+                    f"res-{name}": 2,
+                    f"{runs_topic}.dlq": 1,
+                    f"poll-{name}": 1,
+                },
             )
             for index in range(workers):
                 folder = root / f"w{index}"
@@ -130,15 +137,14 @@ class Bench:
                         "executor": executor,
                         "state_db": str(root / "workers.db"),
                     },
-                    args=("--runs",),
+                    args=("--runs", "--concurrency", str(concurrency)),
                 )
                 started.append(worker.start())
-            for worker in started:
-                deadline = time.monotonic() + 60
-                while not worker.health()[1]["assigned"]:
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"{worker.folder.name} got no partition within 60 s")
-                    time.sleep(0.05)
+            deadline = time.monotonic() + 90
+            while not settled(started):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the runs topic's partitions not spread within 90 s")
+                time.sleep(0.1)
         folder = root / "daemon"
         folder.mkdir(parents=True)
         (folder / "steps.py").write_text(STEPS)
@@ -156,7 +162,12 @@ class Bench:
         return daemon, started, runs_topic
 
     def throughput(
-        self, chain: list[list[Any]], count: int, workers: int, job_input: dict[str, Any]
+        self,
+        chain: list[list[Any]],
+        count: int,
+        workers: int,
+        job_input: dict[str, Any],
+        concurrency: int = 1,
     ) -> float:
         """Runs per second of `count` runs fired at once."""
         jobs = [
@@ -169,7 +180,7 @@ class Bench:
             }
             for i in range(count)
         ]
-        daemon, started, _ = self.deploy(jobs, workers)
+        daemon, started, _ = self.deploy(jobs, workers, concurrency)
         try:
             runs = wait_for(lambda: done(daemon, count), 300, f"{count} runs")
         finally:
@@ -215,6 +226,12 @@ class Bench:
             if request["run_id"] in kept_ids
         ]
         return published, started_late
+
+
+def settled(workers: list[WorkerProcess]) -> bool:
+    """Every partition of the runs topic held, and every worker holding some."""
+    held = [len(w.health()[1]["assigned"]) for w in workers]
+    return sum(held) == PARTITIONS and all(held)
 
 
 def late_ms(at: str, due: str) -> float:
@@ -297,18 +314,20 @@ def report(bench: Bench, io_runs: int, cpu_runs: int, window: float) -> None:
     rows: list[tuple[str, float, float]] = []
     for kind, chain, count, job_input in workloads:
         base = 0.0
-        for workers in (0, 1, 2, 4):
+        for workers, concurrency in ((0, 1), (1, 1), (2, 1), (4, 1), (1, 4), (2, 4)):
             label = "local pool (max_workers 8)" if not workers else f"{workers} worker(s)"
+            if concurrency > 1:
+                label += f", --concurrency {concurrency}"
             print(f"  {kind}: {label} ...", flush=True)
-            rate = bench.throughput(chain, count, workers, job_input)
+            rate = bench.throughput(chain, count, workers, job_input, concurrency)
             base = base or rate
             rows.append((f"{kind}, {label}", rate, rate / base))
             print(f"    {rate:.1f} runs/s", flush=True)
     print()
     print(f"throughput: {io_runs} io runs (one 50 ms call), {cpu_runs} cpu runs (~100 ms)")
-    print(f"{'what':<34}{'runs/s':>10}{'vs local pool':>15}")
+    print(f"{'what':<46}{'runs/s':>10}{'vs local pool':>15}")
     for label, rate, ratio in rows:
-        print(f"{label:<34}{rate:>10.1f}{ratio:>14.2f}x")
+        print(f"{label:<46}{rate:>10.1f}{ratio:>14.2f}x")
     print()
     heavy = loops_for(0.2)
     lines = []

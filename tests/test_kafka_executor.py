@@ -4,6 +4,7 @@ says why a call that reaches the platform was made by a worker)."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections import Counter
@@ -214,3 +215,33 @@ def test_a_broken_run_request_is_a_dead_letter_and_a_run_it_names_fails(
     assert run["status"] == "failed" and "invalid run request" in run["reason"]
     assert result["value"]["dead_letter"] is True
     assert worker.proc is not None and worker.proc.poll() is None  # it lives on
+
+
+def test_one_worker_with_concurrency_runs_requests_at_once(deployment: Deployment) -> None:
+    naps = [
+        {
+            "id": f"nap{i}",
+            "every": "1h",
+            "input": {"seconds": 1},
+            "integrationIDs": [[{"function": "steps:nap"}]],
+        }
+        for i in range(8)
+    ]
+    api = deployment.daemon(naps)
+    worker = deployment.worker("w1", "--runs", "--concurrency", "4")
+    every = {f"{deployment.runs_topic}/{p}" for p in range(4)}
+    wait_until(
+        lambda: set(worker.health()[1]["assigned"]) == every,
+        timeout=40,
+        what="the runs topic's 4 partitions over the worker's 4 consumers",
+    )
+    for nap in naps:
+        assert api.post(f"/jobs/{nap['id']}/trigger").status_code == 202
+    wait_until(lambda: len(api.daemon.runs(status="success")) == 8, timeout=40, what="8 runs")
+    spans = sorted((r["started_at"], r["finished_at"]) for r in api.daemon.runs())
+    overlapping = sum(1 for (_, end), (start, _) in itertools.pairwise(spans) if start < end)
+    assert overlapping >= 1, spans  # one consumer per partition: not one after another
+    [seen] = api.get("/status").json()["workers"]  # one process, one worker
+    assert seen["results"] == 8
+    assert worker.stop() == 0  # SIGTERM: every consumer drains and leaves
+    assert worker.log().count("worker stopped") == 4

@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only run requests, no polling jobs (needs settings.executor type kafka)",
     )
+    worker.add_argument(
+        "--concurrency",
+        type=count_argument,
+        default=1,
+        metavar="N",
+        help="handle N jobs or runs at once, each on a consumer of its own in the group, as "
+        "N workers would (the busy ones are at most the topics' partitions); 1 by default",
+    )
     kafkacmd.add_parser(
         commands, _command, lambda action: _config_option(action, default=argparse.SUPPRESS)
     )

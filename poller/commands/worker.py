@@ -7,8 +7,10 @@ import argparse
 import os
 import signal
 import socket
+import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from poller.clock import SystemClock
 from poller.commands.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigSource, load, say
@@ -17,6 +19,9 @@ from poller.errors import ConfigError, PollerError
 from poller.logs import setup_logging
 from poller.redaction import Redactor
 from poller.store import open_store
+
+if TYPE_CHECKING:
+    from poller.kafka.worker import Worker
 
 
 def cmd_worker(source: ConfigSource, args: argparse.Namespace) -> int:
@@ -42,7 +47,7 @@ def cmd_worker(source: ConfigSource, args: argparse.Namespace) -> int:
         say(f"app.py worker: cannot write the log {log_file}: {err}")
         return EXIT_FAILED
     # Imported here: confluent-kafka loads librdkafka, which no other command needs.
-    from poller.kafka.health import HealthServer
+    from poller.kafka.health import HealthServer, WorkerMetrics
     from poller.kafka.runs import Runner
     from poller.kafka.worker import Worker
 
@@ -61,23 +66,30 @@ def cmd_worker(source: ConfigSource, args: argparse.Namespace) -> int:
         store.close()
         return EXIT_USAGE
     clock = SystemClock()
-    runs = None
-    if executor.type == "kafka":
-        name = f"{kafka.client_id}@{socket.gethostname()}/{os.getpid()}"
-        runner = Runner(store, clock, redactor, os.environ, loaded.base_dir, name, kafka)
-        runs = (executor, runner)
-    worker = Worker(
-        kafka,
-        store,
-        redactor,
-        clock,
-        os.environ,
-        runs=runs,
-        listing=not getattr(args, "runs", False),
-    )
+    metrics = WorkerMetrics()
+    name = f"{kafka.client_id}@{socket.gethostname()}/{os.getpid()}"
+    workers = [
+        Worker(
+            kafka,
+            store,
+            redactor,
+            clock,
+            os.environ,
+            metrics,
+            runs=None
+            if executor.type != "kafka"
+            else (
+                executor,
+                Runner(store, clock, redactor, os.environ, loaded.base_dir, name, kafka),
+            ),
+            listing=not getattr(args, "runs", False),
+        )
+        for _ in range(getattr(args, "concurrency", 1))
+    ]
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -85,7 +97,7 @@ def cmd_worker(source: ConfigSource, args: argparse.Namespace) -> int:
     if kafka.health_port is not None:
         try:
             server = HealthServer(
-                kafka.health_host, kafka.health_port, worker.health, worker.metrics
+                kafka.health_host, kafka.health_port, [w.health for w in workers], metrics
             )
         except OSError as err:
             say(
@@ -94,9 +106,35 @@ def cmd_worker(source: ConfigSource, args: argparse.Namespace) -> int:
             )
             return EXIT_FAILED
     try:
-        worker.run()
+        run_all(workers)
     finally:
         if server is not None:
             server.close()
         store.close()
     return EXIT_OK
+
+
+def run_all(workers: list[Worker]) -> None:
+    """Run each worker's loop on a thread of its own (the first on this one), until all
+    have stopped; one that ends by an error stops the others."""
+    errors: list[BaseException] = []
+
+    def loop(worker: Worker) -> None:
+        try:
+            worker.run()
+        except BaseException as err:
+            errors.append(err)
+            for other in workers:
+                other.stop()
+
+    threads = [
+        threading.Thread(target=loop, args=(w,), name=f"consumer-{i}")
+        for i, w in enumerate(workers[1:], 1)
+    ]
+    for thread in threads:
+        thread.start()
+    loop(workers[0])
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -90,13 +91,24 @@ class Health:
         return (200 if status == "healthy" else 503), body
 
 
+def combined(healths: Sequence[Health]) -> tuple[int, dict[str, Any]]:
+    """One report for a worker's consumers (`--concurrency`): healthy while all are, else
+    the first one's trouble; every consumer's partitions."""
+    reports = [health.report() for health in healths]
+    code, body = next(((c, b) for c, b in reports if c != 200), reports[0])
+    assigned = sorted({p for _, b in reports for p in b["assigned"]})
+    return code, {**body, "assigned": assigned}
+
+
 class HealthServer:
-    def __init__(self, host: str, port: int, health: Health, metrics: WorkerMetrics) -> None:
+    def __init__(
+        self, host: str, port: int, healths: Sequence[Health], metrics: WorkerMetrics
+    ) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 if path == "/health":
-                    code, body = health.report()
+                    code, body = combined(healths)
                     self._answer(code, "application/json", json.dumps(body).encode())
                 elif path == "/metrics":
                     self._answer(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
