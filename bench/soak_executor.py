@@ -1,9 +1,10 @@
 """A crash soak of the Kafka executor: `kill -9` its workers at random moments.
 
-    .venv/bin/python bench/soak_executor.py [SECONDS]      # default 60
+    .venv/bin/python bench/soak_executor.py [SECONDS [CONCURRENCY]]   # 60 s, 1 consumer
 
 A real `python app.py` daemon with settings.executor kafka, three real `app.py worker
---runs` processes, a Tansu broker and the stand-in platform (bench_executor.py's set-up).
+--runs --concurrency CONCURRENCY` processes, a Tansu broker and the stand-in platform
+(bench_executor.py's set-up).
 Four jobs fire every 1 s, each one call the platform answers after 0.3 s, so a kill often
 lands mid-run. Every 2 to 5 s one worker, at random, is killed with SIGKILL and started
 again 0 to 1 s later. Then the killing stops and the soak waits for every run to end.
@@ -37,6 +38,7 @@ from tests.platform import PlatformServer, slow  # noqa: E402
 
 def main() -> int:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
+    concurrency = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     jobs = [{"id": f"j{i}", "every": "1s", "integrationIDs": [["sync-soak"]]} for i in range(4)]
     with tempfile.TemporaryDirectory(prefix="soak-executor-") as temp:
         folder = Path(temp)
@@ -44,7 +46,7 @@ def main() -> int:
         try:
             with PlatformServer() as platform:
                 platform.script("sync-soak", slow(0.3, times=10**9))
-                daemon, workers, _ = Bench(folder, bootstrap, platform).deploy(jobs, 3)
+                daemon, workers, _ = Bench(folder, bootstrap, platform).deploy(jobs, 3, concurrency)
                 kills = 0
                 try:
                     end = time.monotonic() + seconds
