@@ -245,3 +245,32 @@ def test_one_worker_with_concurrency_runs_requests_at_once(deployment: Deploymen
     assert seen["results"] == 8
     assert worker.stop() == 0  # SIGTERM: every consumer drains and leaves
     assert worker.log().count("worker stopped") == 4
+
+
+def test_a_daemon_killed_mid_run_leaves_it_interrupted_and_ignores_its_late_result(
+    deployment: Deployment,
+) -> None:
+    nap = {
+        "id": "nap",
+        "every": "1h",
+        "input": {"seconds": 3},
+        "integrationIDs": [[{"function": "steps:nap"}]],
+    }
+    api = deployment.daemon([nap])
+    worker = deployment.worker("w1")
+    wait_until(lambda: "assigned" in worker.log(), what="the worker in the group")
+    run_id = api.post("/jobs/nap/trigger").json()["run_id"]
+    worker.wait_log("run request taken")
+    api.daemon.signal(signal.SIGKILL)
+    api.daemon.start()  # its claims are gone with it: the run is the store's to end
+    [record] = api.daemon.runs("nap")
+    assert record["run_id"] == run_id and record["status"] == "interrupted", record
+    worker.wait_log("run finished: success")
+    wait_until(
+        lambda: len(deployment.topics.read(deployment.results_topic, 1)) == 1,
+        what="the worker's result published",
+    )
+    time.sleep(1)  # the restarted daemon reads the results topic from its start
+    [record] = api.daemon.runs("nap")
+    assert record["status"] == "interrupted"  # the late result is not recorded over it
+    assert api.daemon.proc is not None and api.daemon.proc.poll() is None
