@@ -30,7 +30,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -294,14 +295,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer runs, a shorter window")
     args = parser.parse_args()
     io_runs, cpu_runs, window = (60, 16, 5.0) if args.quick else (200, 40, 12.0)
+    with bench_on("sync-io", 0.05) as bench:
+        report(bench, io_runs, cpu_runs, window)
+
+
+@contextmanager
+def bench_on(integration: str, delay_seconds: float) -> Iterator[Bench]:
+    """A Bench in a temp dir, on a fresh broker and a platform whose `integration` answers
+    after `delay_seconds`; all gone afterwards."""
     with tempfile.TemporaryDirectory(prefix="bench-executor-") as temp:
         folder = Path(temp)
         broker, bootstrap = start_broker(folder / "tansu.log")
         try:
             with PlatformServer() as platform:
-                platform.script("sync-io", slow(0.05, times=10**9))
-                bench = Bench(folder, bootstrap, platform)
-                report(bench, io_runs, cpu_runs, window)
+                platform.script(integration, slow(delay_seconds, times=10**9))
+                yield Bench(folder, bootstrap, platform)
         finally:
             stop_broker(broker)
 

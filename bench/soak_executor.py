@@ -20,7 +20,6 @@ import json
 import random
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,51 +29,40 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_executor import Bench  # noqa: E402
+from bench_executor import bench_on, stop  # noqa: E402
 
-from tests.kafkabroker import start_broker, stop_broker  # noqa: E402
-from tests.platform import PlatformServer, slow  # noqa: E402
+from tests.platform import PlatformServer  # noqa: E402
 
 
 def main() -> int:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
     concurrency = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     jobs = [{"id": f"j{i}", "every": "1s", "integrationIDs": [["sync-soak"]]} for i in range(4)]
-    with tempfile.TemporaryDirectory(prefix="soak-executor-") as temp:
-        folder = Path(temp)
-        broker, bootstrap = start_broker(folder / "tansu.log")
+    with bench_on("sync-soak", 0.3) as bench:
+        daemon, workers, _ = bench.deploy(jobs, 3, concurrency)
+        kills = 0
         try:
-            with PlatformServer() as platform:
-                platform.script("sync-soak", slow(0.3, times=10**9))
-                daemon, workers, _ = Bench(folder, bootstrap, platform).deploy(jobs, 3, concurrency)
-                kills = 0
-                try:
-                    end = time.monotonic() + seconds
-                    while time.monotonic() < end:
-                        time.sleep(random.uniform(2, 5))
-                        victim = random.choice(workers)
-                        assert victim.proc is not None
-                        victim.proc.send_signal(signal.SIGKILL)
-                        victim.proc.wait()
-                        kills += 1
-                        time.sleep(random.uniform(0, 1))
-                        victim.start()
-                    config = json.loads(daemon.config_path.read_text())
-                    daemon.replace_config({**config, "jobs": []})  # no new fires: drain
-                    deadline = time.monotonic() + 120
-                    while any(r["status"] == "running" for r in daemon.runs()):
-                        if time.monotonic() > deadline:
-                            break
-                        time.sleep(0.5)
-                finally:
-                    daemon.stop()
-                    for worker in workers:
-                        worker.stop()
-                report(
-                    daemon.runs(), platform, kills, [daemon.folder, *(w.folder for w in workers)]
-                )
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                time.sleep(random.uniform(2, 5))
+                victim = random.choice(workers)
+                assert victim.proc is not None
+                victim.proc.send_signal(signal.SIGKILL)
+                victim.proc.wait()
+                kills += 1
+                time.sleep(random.uniform(0, 1))
+                victim.start()
+            config = json.loads(daemon.config_path.read_text())
+            daemon.replace_config({**config, "jobs": []})  # no new fires: drain
+            deadline = time.monotonic() + 120
+            while any(r["status"] == "running" for r in daemon.runs()):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
         finally:
-            stop_broker(broker)
+            stop(daemon, workers)
+        folders = [daemon.folder, *(w.folder for w in workers)]
+        report(daemon.runs(), bench.platform, kills, folders)
     return 0
 
 
